@@ -1,0 +1,154 @@
+"""YAML configuration with typed ``--key=value`` command-line overrides.
+
+Every script reads ``config/default.yaml``, then ``config/<dataset>.yaml``, then an optional
+``--config=FILE``, then the command line. Each file has shared top-level keys and one section per
+script (``data_process``, ``train``, ``evaluate``, ``demo``); a script sees the shared keys plus its
+own section, flattened. Nested sections (``interests``, ``embeddings``) are addressed with dots
+(``--interests.stride=4``). A key that no file defines is an error that names it, and a value must
+keep the type of its default (an int may widen to a float), so typos never pass silently.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent
+SCRIPTS = ("data_process", "train", "evaluate", "demo")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used."""
+
+
+def _deep_merge(base: dict, extra: dict, where: str, strict: bool) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if strict and key not in out:
+            raise ConfigError(f"{where}: unknown config key '{key}'")
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value, f"{where}.{key}", strict)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def _view(tree: dict, script: str) -> dict:
+    """Shared keys plus the script's own section; other scripts' sections are dropped."""
+    flat = {k: v for k, v in tree.items() if k not in SCRIPTS}
+    flat.update(copy.deepcopy(tree.get(script, {})))
+    return flat
+
+
+def coerce(value: str, default: Any, key: str) -> Any:
+    """Parse a command-line string as YAML and check it against the default's type."""
+    parsed = yaml.safe_load(value) if value != "" else ""
+    if default is None or parsed is None:
+        return parsed
+    if isinstance(default, bool):
+        if not isinstance(parsed, bool):
+            raise ConfigError(f"--{key}: expected true/false, got '{value}'")
+        return parsed
+    if isinstance(default, float) and isinstance(parsed, int) and not isinstance(parsed, bool):
+        return float(parsed)
+    if isinstance(default, str):
+        return value
+    if isinstance(default, list) and not isinstance(parsed, list):
+        return [parsed]
+    if type(parsed) is not type(default):
+        raise ConfigError(
+            f"--{key}: expected {type(default).__name__}, got '{value}' ({type(parsed).__name__})"
+        )
+    return parsed
+
+
+def _set_dotted(cfg: dict, dotted: str, raw: str) -> None:
+    node = cfg
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            raise ConfigError(f"unknown config key '{dotted}'")
+        node = node[part]
+    leaf = parts[-1]
+    if leaf not in node:
+        raise ConfigError(f"unknown config key '{dotted}'")
+    node[leaf] = coerce(raw, node[leaf], dotted)
+
+
+def split_argv(argv: list[str]) -> dict[str, str]:
+    """``['--a=1', '--flag', '--b', '2']`` -> ``{'a': '1', 'flag': 'true', 'b': '2'}``."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument '{arg}': use --key=value")
+        body = arg[2:]
+        if "=" in body:
+            key, value = body.split("=", 1)
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            key, value = body, argv[i + 1]
+            i += 1
+        else:
+            key, value = body, "true"
+        out[key.replace("-", "_")] = value
+        i += 1
+    return out
+
+
+class Config(dict):
+    """A dict whose keys are also attributes (``cfg.lr_rec``); nested dicts stay Configs."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            value = self[name]
+        except KeyError as err:
+            raise AttributeError(name) from err
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    @classmethod
+    def wrap(cls, tree: dict) -> Config:
+        return cls({k: cls.wrap(v) if isinstance(v, dict) else v for k, v in tree.items()})
+
+    def to_dict(self) -> dict:
+        return {k: v.to_dict() if isinstance(v, Config) else v for k, v in self.items()}
+
+
+def load_config(script: str, argv: list[str] | None = None, **overrides: Any) -> Config:
+    """Resolve the configuration one script runs with.
+
+    ``overrides`` (Python values) apply after the command line; tests use them.
+    """
+    if script not in SCRIPTS:
+        raise ConfigError(f"unknown script '{script}'")
+    args = split_argv(list(argv or []))
+    tree = _read_yaml(CONFIG_DIR / "default.yaml")
+    dataset = args.get("dataset", overrides.get("dataset", tree.get("dataset")))
+    dataset_file = CONFIG_DIR / f"{dataset}.yaml"
+    if dataset_file.exists():
+        tree = _deep_merge(tree, _read_yaml(dataset_file), str(dataset_file), strict=True)
+    extra = args.pop("config", None) or overrides.pop("config", None)
+    if extra:
+        tree = _deep_merge(tree, _read_yaml(Path(extra)), str(extra), strict=True)
+    cfg = _view(tree, script)
+    for key, raw in args.items():
+        _set_dotted(cfg, key, raw)
+    for key, value in overrides.items():
+        _set_dotted(cfg, key, value if isinstance(value, str) else yaml.safe_dump(value).strip())
+    return Config.wrap(cfg)

@@ -1,0 +1,1 @@
+"""Data: raw benchmark readers, ETEGRec splits, interests, embeddings and training batches."""
