@@ -11,6 +11,7 @@ keep the type of its default (an int may widen to a float), so typos never pass 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -55,19 +56,26 @@ def _view(tree: dict, script: str) -> dict:
 
 def coerce(value: str, default: Any, key: str) -> Any:
     """Parse a command-line string as YAML and check it against the default's type."""
-    parsed = yaml.safe_load(value) if value != "" else ""
-    if default is None or parsed is None:
-        return parsed
+    if isinstance(default, str):
+        return value
+    if default is None:
+        return yaml.safe_load(value) if value != "" else ""
+    if isinstance(default, list):
+        parsed = yaml.safe_load(value)
+        items = parsed if isinstance(parsed, list) else [parsed]
+        if default:
+            items = [coerce(str(v), default[0], key) for v in items]
+        return items
+    parsed = yaml.safe_load(value)
     if isinstance(default, bool):
         if not isinstance(parsed, bool):
             raise ConfigError(f"--{key}: expected true/false, got '{value}'")
         return parsed
-    if isinstance(default, float) and isinstance(parsed, int) and not isinstance(parsed, bool):
-        return float(parsed)
-    if isinstance(default, str):
-        return value
-    if isinstance(default, list) and not isinstance(parsed, list):
-        return [parsed]
+    if isinstance(default, float):
+        try:
+            return float(value)  # YAML reads 1e-3 as a string; Python does not
+        except ValueError:
+            pass
     if type(parsed) is not type(default):
         raise ConfigError(
             f"--{key}: expected {type(default).__name__}, got '{value}' ({type(parsed).__name__})"
@@ -150,5 +158,5 @@ def load_config(script: str, argv: list[str] | None = None, **overrides: Any) ->
     for key, raw in args.items():
         _set_dotted(cfg, key, raw)
     for key, value in overrides.items():
-        _set_dotted(cfg, key, value if isinstance(value, str) else yaml.safe_dump(value).strip())
+        _set_dotted(cfg, key, value if isinstance(value, str) else json.dumps(value))
     return Config.wrap(cfg)

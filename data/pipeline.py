@@ -14,7 +14,13 @@ from data.splits import SPLITS, split_path, write_dataset
 
 
 def raw_dir(cfg: Config) -> Path:
-    return resolve(cfg.raw_dir) if cfg.raw_dir else datasets_root() / cfg.raw_name / "raw"
+    """The configured folder; by default the shared benchmark copy, or with ``download`` a
+    git-ignored folder in the repository (downloads never write into the shared datasets)."""
+    if cfg.raw_dir:
+        return resolve(cfg.raw_dir)
+    if cfg.download:
+        return resolve(cfg.out_dir) / "raw" / cfg.raw_name
+    return datasets_root() / cfg.raw_name / "raw"
 
 
 def read_raw(cfg: Config) -> tuple[dict[str, list[str]], Catalogue, Path | None]:
@@ -40,7 +46,7 @@ def read_raw(cfg: Config) -> tuple[dict[str, list[str]], Catalogue, Path | None]
 def print_summary(name: str, stats: dict) -> None:
     q = stats["seq_len"]
     print(
-        f"[{name}] users {stats['users']:,} (dropped <{stats.get('min_items', 3)} items: "
+        f"[{name}] users {stats['users']:,} (dropped <{stats['min_items']} items: "
         f"{stats['users_dropped_short']:,}) | items {stats['items']:,} | "
         f"interactions {stats['interactions']:,}\n"
         f"  sequence length: min {q['min']} p25 {q['p25']:g} median {q['median']:g} "
@@ -61,8 +67,9 @@ def run(cfg: Config) -> Path:
             "embeddings need item text (use --interests.backend=none --embeddings.kind=sasrec "
             "for ID-only data, or --download to fetch it)"
         )
-    rows, stats = write_dataset(folder, cfg.dataset, sequences, items, cfg.max_history, cfg.min_items)
-    stats["min_items"] = cfg.min_items
+    rows, stats = write_dataset(
+        folder, cfg.dataset, sequences, items, cfg.max_history, cfg.min_items
+    )
     print_summary(cfg.dataset, stats)
     print(f"  splits written to {folder} in {time.perf_counter() - start:.1f}s")
 
@@ -71,7 +78,9 @@ def run(cfg: Config) -> Path:
         from data.text_embedding import embed_interest_phrases
 
         all_rows = [r for split in SPLITS for r in rows[split]]
-        interests, summary = annotate_rows(all_rows, items, cfg.interests, resolve(cfg.interests.cache_dir))
+        interests, summary = annotate_rows(
+            all_rows, items, cfg.interests, resolve(cfg.interests.cache_dir)
+        )
         for row, found in zip(all_rows, interests, strict=True):
             row["interests"] = found
         for split in SPLITS:

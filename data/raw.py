@@ -69,13 +69,18 @@ def read_amazon23(raw_dir: Path, category: str) -> Sequences:
         sequences[user] = history + [target]
     valid_path = find_file(raw_dir, f"{category}.valid.csv")
     if valid_path is not None:
+        seen: set[str] = set()
         for line, user, target, history in _read_benchmark_csv(valid_path):
             seq = sequences.get(user)
-            if seq is None or seq[:-1] != history + [target]:
+            if user in seen or seq is None or seq[:-1] != history + [target]:
                 raise DataError(
                     f"{valid_path}:{line}: user {user} disagrees with {test_path.name} "
-                    "(valid history + target must equal the test history)"
+                    "(each user once; valid history + target must equal the test history)"
                 )
+            seen.add(user)
+        if len(seen) != len(sequences):
+            missing = next(u for u in sequences if u not in seen)
+            raise DataError(f"{valid_path}: user {missing} of {test_path.name} is missing")
     return sequences
 
 
@@ -143,7 +148,9 @@ def read_lcrec(raw_dir: Path, name: str) -> tuple[Sequences, Catalogue]:
         items[str(token)] = {
             "title": meta.get("title") or "",
             "brand": meta.get("brand") or "",
-            "categories": [c.strip() for c in (meta.get("categories") or "").split(",") if c.strip()],
+            "categories": [
+                c.strip() for c in (meta.get("categories") or "").split(",") if c.strip()
+            ],
             "description": meta.get("description") or "",
             "features": [],
         }

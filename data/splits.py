@@ -26,33 +26,29 @@ def build_emb_map(sequences: Sequences) -> dict[str, int]:
     return {PAD: 0} | {t: i for i, t in enumerate(sorted(tokens, key=key), 1)}
 
 
-def make_rows(
-    sequences: Sequences, max_history: int, min_items: int
-) -> tuple[dict[str, list[dict]], int]:
-    """Rows per split and the number of users dropped for having fewer than ``min_items``."""
+def _row(user: str, seq: list[str], t: int, max_history: int) -> dict:
+    return {"user_id": user, "inter_history": seq[max(0, t - max_history) : t], "target_id": seq[t]}
+
+
+def make_rows(sequences: Sequences, max_history: int) -> dict[str, list[dict]]:
+    """Rows per split (every sequence must have at least 3 items)."""
     rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    dropped = 0
     for user, seq in sequences.items():
         n = len(seq)
-        if n < min_items:
-            dropped += 1
-            continue
-
-        def row(t: int) -> dict:
-            return {"user_id": user, "inter_history": seq[max(0, t - max_history) : t], "target_id": seq[t]}
-
-        rows["train"].extend(row(t) for t in range(1, n - 2))
-        rows["valid"].append(row(n - 2))
-        rows["test"].append(row(n - 1))
-    return rows, dropped
+        rows["train"].extend(_row(user, seq, t, max_history) for t in range(1, n - 2))
+        rows["valid"].append(_row(user, seq, n - 2, max_history))
+        rows["test"].append(_row(user, seq, n - 1, max_history))
+    return rows
 
 
-def split_stats(sequences: Sequences, rows: dict[str, list[dict]], dropped: int, n_items: int) -> dict:
+def split_stats(
+    sequences: Sequences, rows: dict[str, list[dict]], dropped: int, min_items: int, n_items: int
+) -> dict:
     lengths = np.array([len(s) for s in sequences.values()])
-    kept = len(rows["test"])
     return {
-        "users": kept,
+        "users": len(rows["test"]),
         "users_dropped_short": dropped,
+        "min_items": min_items,
         "items": n_items,
         "interactions": int(lengths.sum()),
         "seq_len": {
@@ -74,11 +70,21 @@ def split_path(folder: Path, name: str, split: str, processed: bool = False) -> 
 
 
 def write_dataset(
-    folder: Path, name: str, sequences: Sequences, items: Catalogue, max_history: int, min_items: int
+    folder: Path,
+    name: str,
+    sequences: Sequences,
+    items: Catalogue,
+    max_history: int,
+    min_items: int,
 ) -> tuple[dict[str, list[dict]], dict]:
-    """Write splits, emb_map, item catalogue and stats; return the rows and the stats."""
-    emb_map = build_emb_map(sequences)
-    rows, dropped = make_rows(sequences, max_history, min_items)
+    """Write splits, emb_map, item catalogue and stats; return the rows and the stats.
+
+    Users with fewer than ``min_items`` items are dropped before anything is counted or numbered.
+    """
+    kept = {u: s for u, s in sequences.items() if len(s) >= max(min_items, 3)}
+    dropped = len(sequences) - len(kept)
+    emb_map = build_emb_map(kept)
+    rows = make_rows(kept, max_history)
     for split in SPLITS:
         write_jsonl(split_path(folder, name, split), rows[split])
     write_json(folder / f"{name}.emb_map.json", emb_map)
@@ -86,7 +92,7 @@ def write_dataset(
         folder / f"{name}.items.jsonl",
         ({"item_id": t, **items.get(t, {})} for t in emb_map if t != PAD),
     )
-    stats = split_stats(sequences, rows, dropped, len(emb_map) - 1)
+    stats = split_stats(kept, rows, dropped, min_items, len(emb_map) - 1)
     write_json(folder / "stats.json", stats)
     return rows, stats
 
@@ -104,7 +110,11 @@ def _check_row(path: Path, lineno: int, obj: dict, emb_map: dict[str, int] | Non
         for token in [*history, target]:
             if token not in emb_map:
                 raise DataError(f"{path}:{lineno}: item '{token}' has no id in emb_map")
-    row = {"user_id": str(obj.get("user_id", lineno)), "inter_history": history, "target_id": target}
+    row = {
+        "user_id": str(obj.get("user_id", lineno)),
+        "inter_history": history,
+        "target_id": target,
+    }
     if "interests" in obj:
         interests = obj["interests"]
         if isinstance(interests, str):  # the seed's format: one string joined by newlines
@@ -116,7 +126,11 @@ def _check_row(path: Path, lineno: int, obj: dict, emb_map: dict[str, int] | Non
 
 
 def load_split(
-    folder: Path, name: str, split: str, processed: bool = False, emb_map: dict[str, int] | None = None
+    folder: Path,
+    name: str,
+    split: str,
+    processed: bool = False,
+    emb_map: dict[str, int] | None = None,
 ) -> list[dict]:
     """Read a split; with ``emb_map`` every item must have an id (else an error naming the line)."""
     path = split_path(folder, name, split, processed)

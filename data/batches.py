@@ -1,0 +1,153 @@
+"""Training and evaluation batches: item ids, interest vectors, and length-bucketed batching.
+
+Real histories are short (median 6 items) but a few reach 50; padding every batch to the longest
+history in the data costs most of the compute. Batches are therefore formed from rows of similar
+length: shuffle, cut into large pools, sort each pool by length, cut the pool into batches, shuffle
+the batches. Each batch is padded only to its own longest history.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.jsonl import DataError
+from data.splits import load_emb_map, load_split
+
+POOL_BATCHES = 50  # batches per sorting pool: large enough to bucket, small enough to stay random
+
+
+@dataclass
+class SplitTensors:
+    """One split as padded arrays: ``history [N, H]`` (0 = pad, oldest first), ``target [N]``,
+    ``interest_idx [N, M]`` (rows of the interest matrix; -1 = none)."""
+
+    history: np.ndarray
+    lengths: np.ndarray
+    target: np.ndarray
+    interest_idx: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+def interest_table(folder: Path, name: str) -> tuple[dict[str, int], np.ndarray]:
+    """Phrase -> row, and the ``[P, 384]`` matrix written by data_process."""
+    phrases_path = folder / f"{name}.interest_phrases.json"
+    emb_path = folder / f"{name}.interest_emb.npy"
+    for p in (phrases_path, emb_path):
+        if not p.exists():
+            raise DataError(f"{p}: not found (run data_process.py with --interests.backend=...)")
+    phrases = json.loads(phrases_path.read_text())
+    matrix = np.load(emb_path)
+    if len(phrases) != len(matrix):
+        raise DataError(f"{emb_path}: {len(matrix)} rows but {len(phrases)} phrases")
+    return {p: i for i, p in enumerate(phrases)}, matrix
+
+
+def load_split_tensors(
+    folder: Path,
+    name: str,
+    split: str,
+    emb_map: dict[str, int],
+    max_history: int,
+    max_interests: int,
+    phrase_index: dict[str, int] | None,
+) -> SplitTensors:
+    rows = load_split(folder, name, split, processed=phrase_index is not None, emb_map=emb_map)
+    n = len(rows)
+    history = np.zeros((n, max_history), dtype=np.int64)
+    lengths = np.zeros(n, dtype=np.int64)
+    target = np.zeros(n, dtype=np.int64)
+    interest_idx = np.full((n, max_interests), -1, dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids = [emb_map[t] for t in row["inter_history"][-max_history:]]
+        history[i, : len(ids)] = ids
+        lengths[i] = len(ids)
+        target[i] = emb_map[row["target_id"]]
+        if phrase_index is not None:
+            found = [
+                phrase_index[p]
+                for p in row.get("interests", [])[:max_interests]
+                if p in phrase_index
+            ]
+            interest_idx[i, : len(found)] = found
+    return SplitTensors(history, lengths, target, interest_idx)
+
+
+def bucketed_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Row indices per batch, grouped by similar length, in random order."""
+    order = rng.permutation(len(lengths))
+    pool = batch_size * POOL_BATCHES
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def sequential_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Evaluation order: sorted by length (less padding), every row exactly once."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def make_batch(
+    data: SplitTensors,
+    rows: np.ndarray,
+    item_codes: torch.Tensor,
+    interest_matrix: torch.Tensor | None,
+) -> dict[str, torch.Tensor]:
+    """Gather the rows' codes (current tokenizer) and interest vectors, padded to this batch."""
+    width = max(int(data.lengths[rows].max()), 1)
+    history = torch.from_numpy(data.history[rows, :width])
+    target = torch.from_numpy(data.target[rows])
+    batch = {
+        "history_ids": history,
+        "history_mask": history > 0,
+        "history_codes": item_codes[history],
+        "target_ids": target,
+        "target_codes": item_codes[target],
+    }
+    if interest_matrix is not None:
+        idx = torch.from_numpy(data.interest_idx[rows])
+        batch["interests"] = interest_matrix[idx.clamp(min=0)]
+        batch["interest_mask"] = idx >= 0
+    return batch
+
+
+def load_dataset(
+    folder: Path, name: str, max_history: int, max_interests: int, with_interests: bool
+) -> tuple[dict[str, SplitTensors], dict[str, int], torch.Tensor | None]:
+    """All three splits, the emb_map and (when asked) the interest matrix."""
+    emb_map = load_emb_map(folder, name)
+    phrase_index, matrix = interest_table(folder, name) if with_interests else (None, None)
+    splits = {
+        split: load_split_tensors(
+            folder, name, split, emb_map, max_history, max_interests, phrase_index
+        )
+        for split in ("train", "valid", "test")
+    }
+    return splits, emb_map, (torch.from_numpy(matrix).float() if matrix is not None else None)
+
+
+def load_semantic_embeddings(folder: Path, name: str, stem: str, n_items: int) -> torch.Tensor:
+    """The tokenizer's input ``[n_items + 1, D]`` (row 0 = padding), aligned with emb_map ids."""
+    path = folder / f"{name}_{stem}.npy"
+    if not path.exists():
+        raise DataError(
+            f"{path}: not found (run data_process.py with --embeddings.kind=sasrec|text)"
+        )
+    matrix = np.load(path)
+    if matrix.ndim != 2 or matrix.shape[0] != n_items + 1:
+        raise DataError(
+            f"{path}: expected shape [{n_items + 1}, D] (items + padding), got {matrix.shape}"
+        )
+    return torch.from_numpy(matrix).float()

@@ -1,0 +1,63 @@
+"""Constrained beam search over item codes, batched, with the decoder's key/value cache.
+
+The encoder runs once per batch. The first decoder step runs once per user (all beams are still
+identical); its cache, cross-attention keys/values over the memory included, is then expanded to
+the beams instead of being recomputed. Each later step feeds one token per beam. A prefix trie of
+the real item codes masks every invalid continuation, so every result is an existing item and no
+item appears twice (distinct beams end in distinct full codes, and codes are unique).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+from model.generator import GenerativeRecommender
+from model.item_codes import PrefixTrie
+
+
+@torch.no_grad()
+def beam_search(
+    model: GenerativeRecommender,
+    trie: PrefixTrie,
+    memory: torch.Tensor,
+    memory_mask: torch.Tensor,
+    num_beams: int,
+    topk: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return item indices ``[B, topk]`` (into the code table; -1 where fewer items exist) and
+    their log-probabilities, best first."""
+    b = memory.shape[0]
+    depth = len(trie.child)
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    tokens = memory.new_zeros((b, 1), dtype=torch.long)
+    states = model.decode(tokens, memory, memory_mask, cache)[:, -1]
+    logp = torch.log_softmax(model.level_logits(states, 0), -1)  # [B, K]
+    prefix = torch.zeros(b, 1, dtype=torch.long, device=memory.device)  # trie node per beam
+    scores = logp.new_zeros(b, 1)
+    beams_per_user = 1
+    for level in range(depth):
+        child = trie.child[level][prefix].long()  # [B, W, K]: next node, -1 invalid
+        logp = logp.view(b, beams_per_user, -1)
+        cand = torch.where(child >= 0, scores[:, :, None] + logp, float("-inf"))
+        width = min(num_beams if level < depth - 1 else max(topk, 1), cand[0].numel())
+        scores, flat = cand.view(b, -1).topk(width, -1)
+        parent = flat // model.code_size
+        code = flat % model.code_size
+        prefix = child.view(b, -1).gather(1, flat)
+        prefix = torch.where(torch.isfinite(scores), prefix, 0)
+        if level == depth - 1:
+            items = torch.where(torch.isfinite(scores), prefix, -1)
+            return items, scores
+        beam_rows = (torch.arange(b, device=memory.device)[:, None] * beams_per_user + parent).view(
+            -1
+        )
+        cache.reorder_cache(beam_rows)
+        if level == 0:  # memory follows the cache from one row per user to one row per beam
+            memory = memory.repeat_interleave(width, 0)
+            memory_mask = memory_mask.repeat_interleave(width, 0)
+        beams_per_user = width
+        tokens = (1 + level * model.code_size + code).view(-1, 1)  # token id of (level, code)
+        states = model.decode(tokens, memory, memory_mask, cache)[:, -1]
+        logp = torch.log_softmax(model.level_logits(states, level + 1), -1)
+    raise AssertionError("unreachable")

@@ -1,0 +1,135 @@
+"""The generative recommender: a T5 that reads a history of item codes and writes the next item's.
+
+Token ids: 0 is padding (and the decoder's start token); code ``c`` at level ``l`` is
+``1 + l * code_size + c``. T5's shared embedding is therefore one code table per level, and the
+decoder's logits at level ``l`` are its state dotted with that level's table (ETEGRec).
+
+With ``interest_fusion`` the encoder states cross-attend to the interest phrases (model/fusion.py)
+and the projected interest tokens are appended to the memory the decoder cross-attends to, so a
+change of interests changes the decoder's logits. Without it, interests are never read.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import T5Config, T5ForConditionalGeneration
+from transformers.cache_utils import EncoderDecoderCache
+
+from model.fusion import InterestFusion
+from model.rqvae import mlp
+
+
+class GenerativeRecommender(nn.Module):
+    def __init__(self, cfg, code_depth: int, code_size: int, semantic_dim: int):
+        super().__init__()
+        self.code_depth = code_depth  # tokens per item (RQ-VAE levels + collision token)
+        self.code_size = code_size
+        self.t5 = T5ForConditionalGeneration(
+            T5Config(
+                vocab_size=1 + code_depth * code_size,
+                d_model=cfg.d_model,
+                d_kv=cfg.d_kv,
+                d_ff=cfg.d_ff,
+                num_layers=cfg.encoder_layers,
+                num_decoder_layers=cfg.decoder_layers,
+                num_heads=cfg.num_heads,
+                dropout_rate=cfg.dropout_rate,
+                feed_forward_proj="relu",
+                pad_token_id=0,
+                decoder_start_token_id=0,
+                tie_word_embeddings=True,
+            )
+        )
+        self.scale = cfg.d_model**-0.5
+        self.fusion = (
+            InterestFusion(
+                cfg.fusion_type,
+                cfg.d_model,
+                cfg.interest_dim,
+                cfg.num_heads,
+                cfg.fusion_layers,
+                cfg.dropout_rate,
+                cfg.fusion_combine,
+            )
+            if cfg.interest_fusion
+            else None
+        )
+        # alignment heads: pooled sequence -> tokenizer latent (SIA); first decoder state ->
+        # semantic embedding space (PSA)
+        self.sia_head = mlp([cfg.d_model, cfg.d_model, cfg.e_dim])
+        self.psa_head = mlp([cfg.d_model, cfg.d_model, semantic_dim])
+
+    @property
+    def code_table(self) -> torch.Tensor:
+        return self.t5.shared.weight
+
+    def tokens(self, codes: torch.Tensor) -> torch.Tensor:
+        """Item codes ``[..., depth]`` -> token ids; padding is masked by the caller."""
+        offsets = torch.arange(self.code_depth, device=codes.device) * self.code_size + 1
+        return codes + offsets
+
+    def encode(
+        self,
+        history_codes: torch.Tensor,
+        history_mask: torch.Tensor,
+        interests: torch.Tensor | None = None,
+        interest_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``history_codes [B, H, depth]`` -> (memory, memory mask, pooled sequence state)."""
+        b, h, depth = history_codes.shape
+        token_mask = history_mask[:, :, None].expand(b, h, depth).reshape(b, h * depth)
+        ids = torch.where(token_mask, self.tokens(history_codes).reshape(b, h * depth), 0)
+        states = self.t5.encoder(input_ids=ids, attention_mask=token_mask.long()).last_hidden_state
+        memory, memory_mask = states, token_mask
+        if self.fusion is not None:
+            if interests is None or interest_mask is None:
+                raise ValueError("interest_fusion is on: interests and interest_mask are required")
+            states, interest_tokens = self.fusion(states, interests, interest_mask)
+            memory = torch.cat([states, interest_tokens], 1)
+            memory_mask = torch.cat([token_mask, interest_mask], 1)
+        weights = token_mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return memory, memory_mask, pooled
+
+    def decode(
+        self,
+        input_ids: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor,
+        cache: EncoderDecoderCache | None = None,
+    ) -> torch.Tensor:
+        """Decoder states for ``input_ids [B, T]`` (with ``cache``: only the new positions)."""
+        return self.t5.decoder(
+            input_ids=input_ids,
+            encoder_hidden_states=memory,
+            encoder_attention_mask=memory_mask.long(),
+            cache=cache,
+            use_cache=cache is not None,
+        ).last_hidden_state
+
+    def level_logits(self, states: torch.Tensor, level: int) -> torch.Tensor:
+        """Scores of every code at ``level`` for decoder states ``[..., d]``."""
+        start = 1 + level * self.code_size
+        return (states * self.scale) @ self.code_table[start : start + self.code_size].t()
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Teacher-forced pass: code logits ``[B, depth, K]`` and the alignment heads' outputs."""
+        memory, memory_mask, pooled = self.encode(
+            batch["history_codes"],
+            batch["history_mask"],
+            batch.get("interests"),
+            batch.get("interest_mask"),
+        )
+        target_tokens = self.tokens(batch["target_codes"])
+        start = target_tokens.new_zeros(target_tokens.shape[0], 1)
+        dec_in = torch.cat([start, target_tokens[:, :-1]], 1)
+        states = self.decode(dec_in, memory, memory_mask)
+        logits = torch.stack(
+            [self.level_logits(states[:, lv], lv) for lv in range(self.code_depth)], 1
+        )
+        return {
+            "logits": logits,
+            "seq_latent": self.sia_head(pooled),
+            "pref_semantic": self.psa_head(states[:, 0]),
+        }

@@ -1,0 +1,29 @@
+"""Top-k metrics with one relevant item per user (ETEGRec / RecBole definitions).
+
+``ranks`` holds, per user, the 0-based position of the target in the returned list, or -1 when it
+is absent. Recall@k = share of users with rank < k; NDCG@k = mean of 1/log2(rank + 2) over those.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def ranking_metrics(ranks: np.ndarray, topk: list[int]) -> dict[str, float]:
+    ranks = np.asarray(ranks)
+    hit = ranks >= 0
+    gain = np.where(hit, 1.0 / np.log2(np.where(hit, ranks, 0) + 2.0), 0.0)
+    out: dict[str, float] = {}
+    for k in topk:
+        within = hit & (ranks < k)
+        out[f"recall@{k}"] = float(within.mean()) if len(ranks) else 0.0
+        out[f"ndcg@{k}"] = float(np.where(within, gain, 0.0).mean()) if len(ranks) else 0.0
+    return out
+
+
+def rank_of_target(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """0-based rank of each target under full-ranking scores (ties count against the target)."""
+    target_scores = scores[np.arange(len(targets)), targets]
+    return (scores > target_scores[:, None]).sum(axis=1) + (
+        (scores == target_scores[:, None]).sum(axis=1) - 1
+    )

@@ -1,0 +1,122 @@
+"""Model construction shared by training and inference, and the ``Recommender`` used by the demo.
+
+rec = Recommender.load(RUN_DIR)
+rec.recommend(history=["item", ...], interests=["phrase", ...] or None, k=10)
+    -> [(item_token, score), ...] best first
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from config import Config
+from data.batches import load_semantic_embeddings
+from data.paths import dataset_dir
+from data.splits import PAD, load_emb_map
+from model.checkpoint import BEST, load_best, read_config
+from model.evaluation import recommend_batch
+from model.generator import GenerativeRecommender
+from model.item_codes import PrefixTrie
+from model.rqvae import RQVAE
+
+
+def build_models(cfg: Config, semantic_dim: int) -> tuple[RQVAE, GenerativeRecommender]:
+    tokenizer = RQVAE(
+        semantic_dim,
+        list(cfg.encoder_hidden),
+        cfg.e_dim,
+        cfg.code_levels,
+        cfg.code_size,
+        cfg.vq_beta,
+    )
+    model = GenerativeRecommender(cfg, cfg.code_levels + 1, cfg.code_size, semantic_dim)
+    return tokenizer, model
+
+
+class Recommender:
+    """A trained run folder, ready to rank items for a history (and optional interests)."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        cfg: Config,
+        model: GenerativeRecommender,
+        item_codes: torch.Tensor,
+        emb_map: dict[str, int],
+    ):
+        self.run_dir = run_dir
+        self.config = cfg
+        self.model = model.eval()
+        self.item_codes = item_codes
+        self.trie = PrefixTrie(item_codes[1:], cfg.code_size)
+        self.emb_map = emb_map
+        self.id_to_token = {i: t for t, i in emb_map.items()}
+        self.item_tokens = [t for t in emb_map if t != PAD]
+
+    @classmethod
+    def load(cls, run_dir: str | Path, data_dir: str | Path | None = None) -> Recommender:
+        run_dir = Path(run_dir)
+        cfg = Config.wrap(read_config(run_dir))
+        folder = dataset_dir(data_dir or cfg.data_dir, cfg.dataset)
+        emb_map = load_emb_map(folder, cfg.dataset)
+        semantic = load_semantic_embeddings(folder, cfg.dataset, cfg.semantic_emb, len(emb_map) - 1)
+        tokenizer, model = build_models(cfg, semantic.shape[1])
+        item_codes = load_best(run_dir / BEST, model, tokenizer)
+        return cls(run_dir, cfg, model, item_codes, emb_map)
+
+    @property
+    def dataset(self) -> str:
+        return self.config.dataset
+
+    @property
+    def data_folder(self) -> Path:
+        return dataset_dir(self.config.data_dir, self.config.dataset)
+
+    @property
+    def max_history(self) -> int:
+        return self.config.max_his_len
+
+    @property
+    def uses_interests(self) -> bool:
+        return bool(self.config.interest_fusion)
+
+    def _interest_inputs(self, interests: list[str] | None) -> dict[str, torch.Tensor]:
+        if not self.uses_interests:
+            return {}
+        from data.text_embedding import interest_vectors
+
+        phrases = list(interests or [])[: self.config.max_interests]
+        vectors = torch.zeros(1, self.config.max_interests, self.config.interest_dim)
+        mask = torch.zeros(1, self.config.max_interests, dtype=torch.bool)
+        if phrases:
+            vectors[0, : len(phrases)] = torch.from_numpy(interest_vectors(phrases)).float()
+            mask[0, : len(phrases)] = True
+        return {"interests": vectors, "interest_mask": mask}
+
+    @torch.no_grad()
+    def recommend(
+        self,
+        history: list[str],
+        interests: list[str] | None = None,
+        k: int = 10,
+        num_beams: int | None = None,
+    ) -> list[tuple[str, float]]:
+        unknown = [t for t in history if t not in self.emb_map or t == PAD]
+        if unknown:
+            raise KeyError(f"unknown item ids in history: {unknown[:5]}")
+        ids = torch.tensor(
+            [[self.emb_map[t] for t in history[-self.max_history :]]], dtype=torch.long
+        )
+        if ids.shape[1] == 0:
+            ids = torch.zeros(1, 1, dtype=torch.long)
+        batch = {"history_codes": self.item_codes[ids], "history_mask": ids > 0}
+        batch.update(self._interest_inputs(interests))
+        beams = max(num_beams or self.config.num_beams, k)
+        items, scores = recommend_batch(self.model, self.trie, batch, beams, k)
+        return [
+            (self.id_to_token[int(i)], float(s))
+            for i, s in zip(items[0], scores[0], strict=True)
+            if int(i) > 0
+        ]

@@ -1,0 +1,449 @@
+"""ETEGRec training: tokenizer pretraining, alternating joint training, finetuning, test.
+
+Stages run in order inside one run folder and each records its progress in ``last.pt`` at every
+epoch boundary (weights, optimisers, schedulers, RNG, counters), so ``--resume=RUN_DIR`` continues
+an interrupted run and reaches the same result as an uninterrupted one with the same seed.
+
+Joint stage (ETEGRec): with ``cycle`` c, epoch e is a tokenizer epoch when ``e % c == 0`` (tokenizer
+trainable, recommender frozen: id_* weights) and a recommender epoch otherwise (recommender
+trainable, tokenizer frozen: rec_* weights). SIA and PSA join after ``warm_epoch``. Item codes are
+re-derived after each tokenizer epoch. Finetune: tokenizer and codes frozen, code loss only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from torch import nn
+from tqdm import tqdm
+
+from config import Config
+from data.batches import bucketed_batches, load_dataset, load_semantic_embeddings, make_batch
+from data.paths import dataset_dir
+from model.checkpoint import BEST, atomic_save, load_best, load_state_strict, save_best, save_config
+from model.evaluation import evaluate_split
+from model.item_codes import PrefixTrie, derive_item_codes
+from model.losses import code_loss, psa_loss, sia_loss
+from model.recommender import build_models
+
+STAGES = ("tokenizer", "joint", "finetune", "test")
+METRIC = "ndcg@10"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer, warmup: int, total: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the base rate, then cosine decay to zero at ``total`` steps."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def set_trainable(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, accelerator: Accelerator | None = None):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.acc = accelerator or Accelerator(cpu=cfg.device == "cpu")
+        self.device = self.acc.device
+        self.main = self.acc.is_main_process
+        seed_everything(cfg.seed)
+        folder = dataset_dir(cfg.data_dir, cfg.dataset)
+        self.splits, self.emb_map, self.interest_matrix = load_dataset(
+            folder, cfg.dataset, cfg.max_his_len, cfg.max_interests, cfg.interest_fusion
+        )
+        self.semantic = load_semantic_embeddings(
+            folder, cfg.dataset, cfg.semantic_emb, len(self.emb_map) - 1
+        )
+        self.tokenizer, self.model = build_models(cfg, self.semantic.shape[1])
+        self.tokenizer.to(self.device)
+        self.model.to(self.device)
+        self.semantic_dev = self.semantic.to(self.device)
+        self.item_codes = torch.zeros(len(self.emb_map), cfg.code_levels + 1, dtype=torch.long)
+        self.trie: PrefixTrie | None = None
+        self.state = {
+            "stage": STAGES[0],
+            "epoch": 0,
+            "best": -1.0,
+            "bad_evals": 0,
+            "best_epoch": -1,
+        }
+        self.opt_rec = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr_rec, weight_decay=cfg.weight_decay
+        )
+        self.opt_id = torch.optim.AdamW(
+            self.tokenizer.parameters(), lr=cfg.lr_id, weight_decay=cfg.weight_decay
+        )
+        steps = self.steps_per_epoch()
+        n_tok = sum(1 for e in range(cfg.epochs) if self.is_tokenizer_epoch(e))
+        self.sched_rec = cosine_schedule(
+            self.opt_rec, cfg.warmup_steps, (cfg.epochs - n_tok) * steps
+        )
+        self.sched_id = cosine_schedule(self.opt_id, cfg.warmup_steps, n_tok * steps)
+        # only the modules are prepared (DDP when distributed); optimisers stay plain torch ones
+        self.model_ddp, self.tokenizer_ddp = self.acc.prepare(self.model, self.tokenizer)
+
+    # ---------------------------------------------------------------- helpers
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.splits["train"]) / self.cfg.batch_size)
+
+    def is_tokenizer_epoch(self, epoch: int) -> bool:
+        return self.cfg.cycle > 1 and epoch % self.cfg.cycle == 0
+
+    def log(self, record: dict) -> None:
+        if not self.main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        shown = " ".join(
+            f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in record.items()
+            if not isinstance(v, dict)
+        )
+        valid = record.get("valid")
+        if valid:
+            shown += f" | valid recall@10={valid['recall@10']:.4f} ndcg@10={valid['ndcg@10']:.4f}"
+        print(shown, flush=True)
+
+    def set_codes(self, codes: torch.Tensor) -> None:
+        self.item_codes = codes.cpu()
+        self.trie = PrefixTrie(self.item_codes[1:], self.cfg.code_size).to(self.device)
+
+    def refresh_codes(self) -> dict:
+        codes, report = derive_item_codes(self.tokenizer, self.semantic_dev, self.cfg.code_size)
+        self.set_codes(codes)
+        return report.as_dict()
+
+    def batch_to_device(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        # each process takes its share of the global batch, so N processes see the same global batch
+        rows = rows[self.acc.process_index :: self.acc.num_processes]
+        batch = make_batch(self.splits["train"], rows, self.item_codes, self.interest_matrix)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def evaluate(self, split: str, desc: str) -> dict:
+        return evaluate_split(
+            self.model,
+            self.trie,
+            self.splits[split],
+            self.item_codes,
+            self.interest_matrix,
+            self.cfg.num_beams,
+            list(self.cfg.topk),
+            self.cfg.eval_batch_size,
+            self.device,
+            max_users=self.cfg.max_eval_users,
+            rank=self.acc.process_index,
+            world=self.acc.num_processes,
+            gather=self.gather if self.acc.num_processes > 1 else None,
+            desc=desc,
+        )
+
+    @staticmethod
+    def gather(rows: torch.Tensor, ranks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = gather_object([(rows.tolist(), ranks.tolist())])
+        return (
+            torch.tensor([r for p in pairs for r in p[0]], dtype=torch.long),
+            torch.tensor([r for p in pairs for r in p[1]], dtype=torch.long),
+        )
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_last(self) -> None:
+        if not self.main:
+            return
+        atomic_save(
+            {
+                "state": self.state,
+                "recommender": self.model.state_dict(),
+                "tokenizer": self.tokenizer.state_dict(),
+                "item_codes": self.item_codes,
+                "opt_rec": self.opt_rec.state_dict(),
+                "opt_id": self.opt_id.state_dict(),
+                "sched_rec": self.sched_rec.state_dict(),
+                "sched_id": self.sched_id.state_dict(),
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "numpy": np.random.get_state(),
+                    "python": random.getstate(),
+                },
+            },
+            self.run_dir / "last.pt",
+        )
+
+    def load_last(self) -> None:
+        path = self.run_dir / "last.pt"
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        load_state_strict(self.model, ckpt["recommender"], f"{path} [recommender]")
+        load_state_strict(self.tokenizer, ckpt["tokenizer"], f"{path} [tokenizer]")
+        self.opt_rec.load_state_dict(ckpt["opt_rec"])
+        self.opt_id.load_state_dict(ckpt["opt_id"])
+        self.sched_rec.load_state_dict(ckpt["sched_rec"])
+        self.sched_id.load_state_dict(ckpt["sched_id"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        np.random.set_state(ckpt["rng"]["numpy"])
+        random.setstate(ckpt["rng"]["python"])
+        self.state = ckpt["state"]
+        if self.state["stage"] != "tokenizer":
+            self.set_codes(ckpt["item_codes"])
+
+    def save_best_now(self, metrics: dict) -> None:
+        if self.main:
+            save_best(
+                self.run_dir / BEST,
+                self.model,
+                self.tokenizer,
+                self.item_codes,
+                self.cfg.to_dict(),
+                metrics,
+            )
+        self.acc.wait_for_everyone()  # others may load best/ next
+
+    # ---------------------------------------------------------------- stages
+    def run(self, stop_after: str = "test") -> dict:
+        if (self.run_dir / "last.pt").exists():
+            self.load_last()
+            if self.main:
+                print(
+                    f"resuming {self.run_dir} at stage '{self.state['stage']}', "
+                    f"epoch {self.state['epoch']}"
+                )
+        if self.main:
+            save_config(self.cfg.to_dict(), self.run_dir / "config.yaml")
+        result: dict = {}
+        for stage in STAGES[STAGES.index(self.state["stage"]) :]:
+            result = getattr(self, f"stage_{stage}")()
+            nxt = STAGES.index(stage) + 1
+            self.state.update(
+                stage=STAGES[nxt] if nxt < len(STAGES) else "done", epoch=0, bad_evals=0
+            )
+            if stage != "test":
+                self.save_last()
+            if stage == stop_after:
+                break
+        return result
+
+    def stage_tokenizer(self) -> dict:
+        """Pretrain the RQ-VAE on the items' semantic embeddings (reconstruction + commitment)."""
+        cfg = self.cfg
+        if cfg.tokenizer_ckpt:
+            state = torch.load(cfg.tokenizer_ckpt, map_location="cpu", weights_only=True)
+            load_state_strict(self.tokenizer, state, cfg.tokenizer_ckpt)
+        else:
+            x = self.semantic_dev[1:]
+            gen = torch.Generator().manual_seed(cfg.seed)
+            if cfg.kmeans_init:
+                with torch.no_grad():
+                    self.tokenizer.quantizer.kmeans_init(
+                        self.tokenizer.encoder(x), cfg.kmeans_iters, gen
+                    )
+            opt = torch.optim.AdamW(self.tokenizer.parameters(), lr=cfg.rqvae_lr)
+            bar = tqdm(range(cfg.rqvae_epochs), desc="tokenizer", disable=not self.main)
+            for _ in bar:
+                perm = torch.randperm(len(x), generator=gen)
+                for start in range(0, len(x), cfg.rqvae_batch_size):
+                    out = self.tokenizer(x[perm[start : start + cfg.rqvae_batch_size]])
+                    loss = out["recon_loss"] + out["vq_loss"]
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                bar.set_postfix(recon=float(out["recon_loss"]), vq=float(out["vq_loss"]))
+            if self.main:
+                atomic_save(self.tokenizer.state_dict(), self.run_dir / "tokenizer.pt")
+        report = self.refresh_codes()
+        self.log({"stage": "tokenizer", "codes": report})
+        return report
+
+    def stage_joint(self) -> dict:
+        cfg = self.cfg
+        for epoch in range(self.state["epoch"], cfg.epochs):
+            tok_epoch = self.is_tokenizer_epoch(epoch)
+            record = self.train_epoch(
+                epoch, "tokenizer" if tok_epoch else "recommender", epoch >= cfg.warm_epoch
+            )
+            if tok_epoch:
+                record["codes"] = self.refresh_codes()
+            elif (epoch + 1) % cfg.eval_step == 0 or epoch == cfg.epochs - 1:
+                stop = self.validate(record, epoch, cfg.early_stop)
+                if stop:
+                    self.state["epoch"] = epoch + 1
+                    self.log(record)
+                    break
+            self.state["epoch"] = epoch + 1
+            self.log(record)
+            self.save_last()
+        return {"best_valid": self.state["best"], "best_epoch": self.state["best_epoch"]}
+
+    def stage_finetune(self) -> dict:
+        cfg = self.cfg
+        if cfg.finetune_epochs <= 0:
+            return {}
+        if self.state["epoch"] == 0:  # fresh start: from the best joint checkpoint, new optimiser
+            self.set_codes(load_best(self.run_dir / BEST, self.model, self.tokenizer))
+            for group in self.opt_rec.param_groups:
+                group["lr"] = cfg.lr_finetune
+                group["initial_lr"] = cfg.lr_finetune
+            self.opt_rec.state.clear()
+            self.sched_rec = cosine_schedule(
+                self.opt_rec,
+                cfg.finetune_warmup_steps,
+                cfg.finetune_epochs * self.steps_per_epoch(),
+            )
+        else:  # resumed mid-finetune: last.pt held the finetune optimiser; rebuild its schedule
+            self.sched_rec = self._resumed_finetune_schedule()
+        for epoch in range(self.state["epoch"], cfg.finetune_epochs):
+            record = self.train_epoch(epoch, "finetune", align=False)
+            stop = (epoch + 1) % cfg.eval_step == 0 and self.validate(
+                record, epoch, cfg.finetune_early_stop
+            )
+            self.state["epoch"] = epoch + 1
+            self.log(record)
+            if stop:
+                break
+            self.save_last()
+        return {"best_valid": self.state["best"]}
+
+    def _resumed_finetune_schedule(self) -> torch.optim.lr_scheduler.LambdaLR:
+        state = self.sched_rec.state_dict()
+        sched = cosine_schedule(
+            self.opt_rec,
+            self.cfg.finetune_warmup_steps,
+            self.cfg.finetune_epochs * self.steps_per_epoch(),
+        )
+        sched.load_state_dict(state)
+        return sched
+
+    def stage_test(self) -> dict:
+        self.set_codes(load_best(self.run_dir / BEST, self.model, self.tokenizer))
+        metrics = self.evaluate("test", "test")
+        metrics["best_valid_ndcg@10"] = self.state["best"]
+        if self.main:
+            (self.run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=1))
+            print(format_table(metrics, "test"))
+        return metrics
+
+    # ---------------------------------------------------------------- epochs
+    def validate(self, record: dict, epoch: int, patience: int) -> bool:
+        """Evaluate on valid; keep the best checkpoint; return True when it is time to stop."""
+        metrics = self.evaluate("valid", f"valid e{epoch}")
+        record["valid"] = metrics
+        if metrics[METRIC] > self.state["best"]:
+            self.state.update(
+                best=metrics[METRIC], bad_evals=0, best_epoch=f"{record['stage']}:{epoch}"
+            )
+            self.save_best_now(metrics)
+        else:
+            self.state["bad_evals"] += 1
+        return self.state["bad_evals"] >= patience
+
+    def train_epoch(self, epoch: int, mode: str, align: bool) -> dict:
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, epoch, STAGES.index(self.state["stage"])])
+        batches = bucketed_batches(self.splits["train"].lengths, cfg.batch_size, rng)
+        tok = mode == "tokenizer"
+        set_trainable(self.tokenizer, tok)
+        set_trainable(self.model, not tok)
+        self.model.train(not tok)
+        self.tokenizer.train(tok)
+        totals: dict[str, float] = {}
+        start, rows_seen = time.perf_counter(), 0
+        bar = tqdm(batches, desc=f"{mode} e{epoch}", leave=False, disable=not self.main)
+        for rows in bar:
+            batch = self.batch_to_device(rows)
+            losses = (
+                self.tokenizer_step(batch, align) if tok else self.recommender_step(batch, align)
+            )
+            rows_seen += len(rows)
+            for k, v in losses.items():
+                totals[k] = totals.get(k, 0.0) + float(self.acc.reduce(v.detach(), "mean"))
+            bar.set_postfix(loss=f"{totals['loss'] / (bar.n + 1):.4f}")
+        seconds = time.perf_counter() - start
+        record = {"stage": self.state["stage"], "epoch": epoch, "mode": mode}
+        record.update({k: v / max(len(batches), 1) for k, v in totals.items()})
+        record.update(
+            seconds=round(seconds, 2), rows_per_s=round(rows_seen / max(seconds, 1e-9), 1)
+        )
+        return record
+
+    def recommender_step(self, batch: dict, align: bool) -> dict[str, torch.Tensor]:
+        """Code loss, plus SIA/PSA once aligned. The alignment terms are computed even at weight 0
+        (warm-up, finetune) so every parameter gets a gradient, as DDP requires."""
+        cfg = self.cfg
+        out = self.model_ddp(batch)
+        with torch.no_grad():
+            item = self.tokenizer(self.semantic_dev[batch["target_ids"]])
+        l_code = code_loss(out["logits"], batch["target_codes"])
+        l_sia = sia_loss(self.tokenizer.quantizer.code_logits(out["seq_latent"]), item["logits"])
+        l_psa = psa_loss(
+            out["pref_semantic"], item["x_hat"], batch["target_ids"], cfg.cl_temperature
+        )
+        w = 1.0 if align else 0.0
+        loss = cfg.rec_code_weight * l_code + w * (
+            cfg.rec_kl_weight * l_sia + cfg.rec_dec_cl_weight * l_psa
+        )
+        self._step(loss, self.opt_rec, self.sched_rec, self.model)
+        return {"loss": loss, "code": l_code, "sia": l_sia, "psa": l_psa}
+
+    def tokenizer_step(self, batch: dict, align: bool) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        x = self.semantic_dev[batch["target_ids"]]
+        if align:
+            with torch.no_grad():
+                rec = self.model(batch)
+            out = self.tokenizer_ddp(x, seq_latent=rec["seq_latent"])
+        else:
+            out = self.tokenizer_ddp(x)
+        l_vq = out["recon_loss"] + out["vq_loss"]
+        loss = cfg.id_vq_weight * l_vq
+        losses = {"vq": l_vq}
+        if align:
+            l_sia = sia_loss(out["seq_logits"], out["logits"])
+            l_psa = psa_loss(
+                rec["pref_semantic"], out["x_hat"], batch["target_ids"], cfg.cl_temperature
+            )
+            loss = loss + cfg.id_kl_weight * l_sia + cfg.id_dec_cl_weight * l_psa
+            losses.update(sia=l_sia, psa=l_psa)
+        self._step(loss, self.opt_id, self.sched_id, self.tokenizer)
+        losses["loss"] = loss
+        return losses
+
+    def _step(self, loss: torch.Tensor, opt, sched, module: nn.Module) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.acc.backward(loss)
+        if self.cfg.max_grad_norm > 0:
+            self.acc.clip_grad_norm_(module.parameters(), self.cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+
+
+def format_table(metrics: dict, split: str) -> str:
+    keys = [k for k in ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10") if k in metrics]
+    head = "| split | users | " + " | ".join(keys) + " |"
+    line = "|" + "---|" * (len(keys) + 2)
+    row = (
+        f"| {split} | {metrics.get('users', '')} | "
+        + " | ".join(f"{metrics[k]:.4f}" for k in keys)
+        + " |"
+    )
+    return "\n".join([head, line, row])

@@ -1,0 +1,197 @@
+"""config.load_config: defaults, dataset files, typed command-line overrides and their errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import Config, ConfigError, load_config, split_argv
+
+
+def test_defaults_load() -> None:
+    cfg = load_config("train")
+    assert isinstance(cfg, Config)
+    assert cfg.dataset == "scientific18"
+    assert cfg.seed == 2024
+    assert cfg.lr_rec == 0.005 and isinstance(cfg.lr_rec, float)
+    assert cfg.topk == [1, 5, 10]
+    assert cfg.interest_fusion is True
+    assert cfg.encoder_hidden == [512, 256]
+
+
+def test_dataset_yaml_overrides_defaults_and_keeps_siblings() -> None:
+    base = load_config("data_process")
+    assert (base.source, base.raw_name, base.interests.backend) == (
+        "lcrec",
+        "amazon18-scientific",
+        "keywords",
+    )
+    cfg = load_config("data_process", ["--dataset=scientific"])
+    assert cfg.dataset == "scientific"
+    assert cfg.source == "amazon23"
+    assert cfg.raw_name == "amazon23-scientific"
+    assert cfg.category == "Industrial_and_Scientific"
+    assert cfg.interests.backend == "none"
+    # A nested section in the dataset file merges into the default one, key by key.
+    assert cfg.interests.stride == 1 and cfg.interests.num_interests == 5
+    assert cfg.embeddings.kind == "sasrec"
+
+
+def test_dataset_chosen_by_keyword_override() -> None:
+    assert load_config("data_process", dataset="scientific").source == "amazon23"
+
+
+def test_overrides_keep_types() -> None:
+    cfg = load_config(
+        "train",
+        [
+            "--seed=7",
+            "--lr_rec=0.01",
+            "--interest_fusion=false",
+            "--topk=[1,20]",
+            "--run_name=123",
+            "--fusion_type",
+            "adaptive",
+        ],
+    )
+    assert cfg.seed == 7 and type(cfg.seed) is int
+    assert cfg.lr_rec == 0.01 and type(cfg.lr_rec) is float
+    assert cfg.interest_fusion is False
+    assert cfg.topk == [1, 20]
+    assert cfg.run_name == "123"  # a string key stays a string even when it looks like a number
+    assert cfg.fusion_type == "adaptive"  # "--key value" form
+
+
+def test_nested_dotted_override() -> None:
+    cfg = load_config("data_process", ["--interests.stride=3", "--embeddings.sasrec_lr=0.01"])
+    assert cfg.interests.stride == 3 and type(cfg.interests.stride) is int
+    assert cfg.embeddings.sasrec_lr == 0.01
+    assert cfg.interests.backend == "keywords"  # siblings untouched
+    assert cfg.interests.stride == cfg["interests"]["stride"]
+
+
+def test_bare_flag_means_true() -> None:
+    assert load_config("data_process", ["--download"]).download is True
+    assert split_argv(["--a=1", "--flag", "--b", "2"]) == {"a": "1", "flag": "true", "b": "2"}
+
+
+def test_dashes_in_keys_become_underscores() -> None:
+    assert load_config("train", ["--lr-rec=0.5"]).lr_rec == 0.5
+
+
+def test_int_widens_to_float() -> None:
+    cfg = load_config("train", ["--lr_rec=1"])
+    assert cfg.lr_rec == 1.0 and type(cfg.lr_rec) is float
+    assert type(load_config("train", lr_rec=2).lr_rec) is float
+
+
+def test_float_does_not_narrow_to_int() -> None:
+    with pytest.raises(ConfigError, match="--seed: expected int"):
+        load_config("train", ["--seed=1.5"])
+
+
+def test_single_value_for_a_list_key_becomes_a_list() -> None:
+    assert load_config("train", ["--topk=5"]).topk == [5]
+
+
+def test_keyword_overrides_apply_after_the_command_line() -> None:
+    cfg = load_config("train", ["--seed=1"], seed=5, topk=[3], interest_fusion=False)
+    assert cfg.seed == 5
+    assert cfg.topk == [3]
+    assert cfg.interest_fusion is False
+
+
+@pytest.mark.parametrize(
+    "arg, name",
+    [
+        ("--bogus_key=1", "bogus_key"),
+        ("--interests.bogus=1", "interests.bogus"),
+        ("--nothere.stride=1", "nothere.stride"),
+    ],
+)
+def test_unknown_key_error_names_it(arg: str, name: str) -> None:
+    with pytest.raises(ConfigError, match=f"unknown config key '{name}'"):
+        load_config("data_process", [arg])
+
+
+def test_another_scripts_key_is_unknown() -> None:
+    """train's lr_rec does not exist for data_process: the sections are separate."""
+    with pytest.raises(ConfigError, match="unknown config key 'lr_rec'"):
+        load_config("data_process", ["--lr_rec=0.1"])
+
+
+def test_unknown_keyword_override_names_it() -> None:
+    with pytest.raises(ConfigError, match="unknown config key 'epochz'"):
+        load_config("train", epochz=3)
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--seed=abc", "--seed: expected int"),
+        ("--interest_fusion=3", "--interest_fusion: expected true/false"),
+        ("--lr_rec=fast", "--lr_rec: expected float"),
+        ("--seed=true", "--seed: expected int"),
+    ],
+)
+def test_wrong_type_error_names_the_key(arg: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("train", [arg])
+
+
+def test_nested_section_cannot_be_replaced_by_a_scalar() -> None:
+    with pytest.raises(ConfigError, match="--interests: expected dict"):
+        load_config("data_process", ["--interests=3"])
+
+
+def test_script_sections_are_separate() -> None:
+    train = load_config("train")
+    data = load_config("data_process")
+    assert train.out_dir == "runs/"
+    assert data.out_dir == "data/"
+    assert "raw_name" not in train and "lr_rec" not in data
+    assert train.data_dir == data.data_dir == "data/"  # shared keys reach every script
+    assert load_config("evaluate").split == "test"
+    assert load_config("demo").port == 5000
+
+
+def test_unknown_script_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="unknown script 'trian'"):
+        load_config("trian")
+
+
+def test_positional_argument_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="unexpected argument 'oops'"):
+        load_config("train", ["oops"])
+
+
+def test_extra_config_file(tmp_path: Path) -> None:
+    extra = tmp_path / "small.yaml"
+    extra.write_text("seed: 1\ntrain:\n  epochs: 3\n  topk: [10]\n")
+    cfg = load_config("train", [f"--config={extra}", "--seed=9"])
+    assert cfg.epochs == 3 and cfg.topk == [10]
+    assert cfg.seed == 9  # the command line wins over the file
+
+
+def test_extra_config_file_unknown_key_names_it(tmp_path: Path) -> None:
+    extra = tmp_path / "typo.yaml"
+    extra.write_text("train:\n  epohcs: 3\n")
+    with pytest.raises(ConfigError, match=r"typo\.yaml\.train: unknown config key 'epohcs'"):
+        load_config("train", [f"--config={extra}"])
+
+
+def test_extra_config_file_must_be_valid_yaml(tmp_path: Path) -> None:
+    extra = tmp_path / "broken.yaml"
+    extra.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: invalid YAML"):
+        load_config("train", [f"--config={extra}"])
+
+
+def test_to_dict_round_trips_plain_dicts() -> None:
+    cfg = load_config("data_process")
+    plain = cfg.to_dict()
+    assert type(plain["interests"]) is dict
+    assert plain["interests"]["stride"] == cfg.interests.stride
+    with pytest.raises(AttributeError):
+        _ = cfg.no_such_key
