@@ -49,15 +49,15 @@ def beam_search(
         if level == depth - 1:
             items = torch.where(torch.isfinite(scores), prefix, -1)
             return items, scores
-        beam_rows = (torch.arange(b, device=memory.device)[:, None] * beams_per_user + parent).view(
-            -1
-        )
+        users = torch.arange(b, device=memory.device)[:, None]
+        beam_rows = (users * beams_per_user + parent).view(-1)
         cache.reorder_cache(beam_rows)
-        if level == 0:  # memory follows the cache from one row per user to one row per beam
-            memory = memory.repeat_interleave(width, 0)
-            memory_mask = memory_mask.repeat_interleave(width, 0)
+        memory_mask = memory_mask.index_select(0, beam_rows)
         beams_per_user = width
         tokens = (1 + level * model.code_size + code).view(-1, 1)  # token id of (level, code)
-        states = model.decode(tokens, memory, memory_mask, cache)[:, -1]
+        # cross-attention keys/values now come from the cache: the decoder only needs the
+        # memory's shape, so a zero-copy view stands in for one memory row per beam
+        beam_memory = memory[:1].expand(len(beam_rows), -1, -1)
+        states = model.decode(tokens, beam_memory, memory_mask, cache)[:, -1]
         logp = torch.log_softmax(model.level_logits(states, level + 1), -1)
     raise AssertionError("unreachable")

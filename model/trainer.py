@@ -340,6 +340,7 @@ class Trainer:
         metrics["best_valid_ndcg@10"] = self.state["best"]
         if self.main:
             (self.run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=1))
+            plot_curves(self.run_dir)
             print(format_table(metrics, "test"))
         return metrics
 
@@ -435,6 +436,32 @@ class Trainer:
             self.acc.clip_grad_norm_(module.parameters(), self.cfg.max_grad_norm)
         opt.step()
         sched.step()
+
+
+def plot_curves(run_dir: Path) -> None:
+    """``curves.png``: training losses per epoch and validation NDCG@10, from metrics.jsonl."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if "loss" in r]
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
+    for mode in ("tokenizer", "recommender", "finetune"):
+        pts = [(i, r["loss"]) for i, r in enumerate(epochs) if r["mode"] == mode]
+        if pts:
+            ax_loss.plot(*zip(*pts, strict=True), marker=".", label=f"{mode} epochs")
+    ax_loss.set(xlabel="epoch (all stages)", ylabel="training loss", yscale="log")
+    ax_loss.legend()
+    val = [(i, r["valid"][METRIC]) for i, r in enumerate(epochs) if r.get("valid")]
+    if val:
+        ax_val.plot(*zip(*val, strict=True), marker="o", color="tab:green")
+    ax_val.set(xlabel="epoch (all stages)", ylabel=f"valid {METRIC}")
+    fig.suptitle(run_dir.name)
+    fig.tight_layout()
+    fig.savefig(run_dir / "curves.png", dpi=100)
+    plt.close(fig)
 
 
 def format_table(metrics: dict, split: str) -> str:

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole pipeline: install (once), data_process, tokenizer pretraining, joint training,
+# finetune, test table.
+#
+#   bash run.sh                       amazon18-scientific, CPU preset (config/cpu.yaml), keyword interests
+#   bash run.sh scientific            amazon23-scientific, the paper's configuration, ID-only
+#   bash run.sh scientific18 --epochs=20 --interests.backend=local   extra keys pass through
+#
+# Each extra --key=value goes to every script that knows the key (python -m config.route); a key
+# no script knows is an error.
+set -euo pipefail
+cd "$(dirname "$0")"
+bash setup.sh
+PY=.venv/bin/python
+
+dataset=scientific18
+if [[ $# -gt 0 && $1 != --* ]]; then dataset=$1; shift; fi
+
+case $dataset in
+  scientific18) preset=(--config=config/cpu.yaml --interests.backend=keywords --embeddings.kind=sasrec) ;;
+  scientific) preset=(--interests.backend=none --embeddings.kind=sasrec --interest_fusion=false) ;;
+  *) preset=() ;;
+esac
+args=(--dataset="$dataset" "${preset[@]}" "$@")
+
+routed=$($PY -m config.route data_process "${args[@]}")
+mapfile -t data_args <<< "$routed"
+routed=$($PY -m config.route train "${args[@]}")
+mapfile -t train_args <<< "$routed"
+
+$PY data_process.py "${data_args[@]}"
+$PY train.py "${train_args[@]}"

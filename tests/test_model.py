@@ -1,0 +1,223 @@
+"""The model's promises: interests reach the decoder, beam search is exact and valid, codes are
+unique even when a collision group overflows the codebook, checkpoints load strictly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from config import load_config
+from model.beam import beam_search
+from model.checkpoint import CheckpointError, load_state_strict
+from model.generator import GenerativeRecommender
+from model.item_codes import PrefixTrie, assign_unique_codes
+from model.rqvae import RQVAE
+
+CODE_SIZE = 8
+DEPTH = 3
+
+
+def tiny_cfg(**overrides):
+    base = dict(
+        config="config/tiny.yaml", code_size=CODE_SIZE, code_levels=DEPTH - 1, dropout_rate=0.0
+    )
+    base.update(overrides)
+    return load_config("train", **base)
+
+
+def random_codes(n_items: int, seed: int = 0) -> torch.Tensor:
+    """``n_items`` distinct codes of DEPTH tokens."""
+    g = torch.Generator().manual_seed(seed)
+    flat = torch.randperm(CODE_SIZE**DEPTH, generator=g)[:n_items]
+    return torch.stack([(flat // CODE_SIZE**i) % CODE_SIZE for i in reversed(range(DEPTH))], 1)
+
+
+def make_model(fusion: bool, seed: int = 0, **kw) -> GenerativeRecommender:
+    torch.manual_seed(seed)
+    return GenerativeRecommender(
+        tiny_cfg(interest_fusion=fusion, **kw), DEPTH, CODE_SIZE, semantic_dim=16
+    ).eval()
+
+
+def history_batch(codes: torch.Tensor, b: int = 3, h: int = 4) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, len(codes), (b, h), generator=g)
+    mask = torch.ones(b, h, dtype=torch.bool)
+    mask[0, 2:] = False  # a shorter history
+    return {"history_codes": codes[ids], "history_mask": mask}
+
+
+def interest_inputs(b: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "interests": torch.randn(b, 5, 384, generator=g),
+        "interest_mask": torch.ones(b, 5, dtype=torch.bool),
+    }
+
+
+def first_logits(model: GenerativeRecommender, batch: dict) -> torch.Tensor:
+    memory, mask, _ = model.encode(
+        batch["history_codes"],
+        batch["history_mask"],
+        batch.get("interests"),
+        batch.get("interest_mask"),
+    )
+    start = torch.zeros(memory.shape[0], 1, dtype=torch.long)
+    return model.level_logits(model.decode(start, memory, mask)[:, -1], 0)
+
+
+@pytest.mark.parametrize("fusion_type", ["simple", "transformer", "adaptive", "single"])
+def test_interests_change_decoder_logits(fusion_type: str) -> None:
+    codes = random_codes(40)
+    model = make_model(True, fusion_type=fusion_type, fusion_combine="weighted")
+    batch = history_batch(codes)
+    a = first_logits(model, {**batch, **interest_inputs(3, seed=1)})
+    b = first_logits(model, {**batch, **interest_inputs(3, seed=2)})
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_interests_can_change_the_beam_output() -> None:
+    codes = random_codes(60)
+    trie = PrefixTrie(codes, CODE_SIZE)
+    model = make_model(True)
+    with torch.no_grad():  # make the interest pathway strong enough to dominate
+        model.fusion.project[0].weight.mul_(20)
+    batch = history_batch(codes, b=1)
+    outputs = set()
+    for seed in range(8):
+        memory, mask, _ = model.encode(**{**batch, **interest_inputs(1, seed)})
+        items, _ = beam_search(model, trie, memory, mask, num_beams=10, topk=5)
+        outputs.add(tuple(items[0].tolist()))
+    assert len(outputs) > 1
+
+
+def test_without_fusion_interests_are_never_read() -> None:
+    codes = random_codes(40)
+    model = make_model(False)
+    assert model.fusion is None
+    batch = history_batch(codes)
+    plain = first_logits(model, batch)
+    poisoned = {
+        "interests": torch.full((3, 5, 384), float("nan")),
+        "interest_mask": torch.ones(3, 5, dtype=torch.bool),
+    }
+    assert torch.equal(plain, first_logits(model, {**batch, **poisoned}))
+
+
+def test_fusion_requires_interests() -> None:
+    codes = random_codes(10)
+    with pytest.raises(ValueError, match="interests"):
+        first_logits(make_model(True), history_batch(codes))
+
+
+def exhaustive_scores(
+    model: GenerativeRecommender, batch: dict, codes: torch.Tensor
+) -> torch.Tensor:
+    """Teacher-forced log-probability of every item: the exact ranking beam search approximates."""
+    memory, mask, _ = model.encode(**batch)
+    b, n = memory.shape[0], len(codes)
+    tokens = model.tokens(codes)
+    dec_in = torch.cat([torch.zeros(n, 1, dtype=torch.long), tokens[:, :-1]], 1)
+    scores = torch.zeros(b, n)
+    for i in range(b):
+        states = model.decode(
+            dec_in, memory[i : i + 1].expand(n, -1, -1), mask[i : i + 1].expand(n, -1)
+        )
+        for lv in range(DEPTH):
+            logp = torch.log_softmax(model.level_logits(states[:, lv], lv), -1)
+            scores[i] += logp[torch.arange(n), codes[:, lv]]
+    return scores
+
+
+@pytest.mark.parametrize("fusion", [False, True])
+def test_beam_search_with_cache_is_exact_when_beams_cover_all_items(fusion: bool) -> None:
+    codes = random_codes(30)
+    model = make_model(fusion)
+    batch = history_batch(codes)
+    if fusion:
+        batch.update(interest_inputs(3, seed=3))
+    trie = PrefixTrie(codes, CODE_SIZE)
+    with torch.no_grad():
+        memory, mask, _ = model.encode(**batch)
+        items, scores = beam_search(model, trie, memory, mask, num_beams=30, topk=10)
+        exact = exhaustive_scores(model, batch, codes)
+    best = exact.topk(10, -1)
+    assert torch.equal(items, best.indices)
+    assert torch.allclose(scores, best.values, atol=1e-4)
+
+
+def test_beam_results_are_real_distinct_items() -> None:
+    codes = random_codes(100)
+    model = make_model(False)
+    trie = PrefixTrie(codes, CODE_SIZE)
+    batch = history_batch(codes, b=6)
+    with torch.no_grad():
+        memory, mask, _ = model.encode(**batch)
+        items, scores = beam_search(model, trie, memory, mask, num_beams=20, topk=10)
+    assert items.shape == (6, 10)
+    assert ((items >= 0) & (items < 100)).all()
+    for row in items:
+        assert len(set(row.tolist())) == 10
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+
+
+def test_fewer_items_than_k_are_marked_missing() -> None:
+    codes = random_codes(4)
+    model = make_model(False)
+    trie = PrefixTrie(codes, CODE_SIZE)
+    with torch.no_grad():
+        memory, mask, _ = model.encode(**history_batch(codes, b=2))
+        items, _ = beam_search(model, trie, memory, mask, num_beams=20, topk=10)
+    assert sorted(items[0, :4].tolist()) == [0, 1, 2, 3]
+    assert (items[:, 4:] == -1).all()
+
+
+def test_overflowing_collision_group_is_resolved_and_reported() -> None:
+    n, k = 200, 16  # 200 items share one 2-level code, but only 16 fit behind it
+    codes = torch.zeros(n, 2, dtype=torch.long)
+    last_dist = torch.rand(n, k, generator=torch.Generator().manual_seed(0))
+    unique, report = assign_unique_codes(codes, last_dist, k)
+    assert report.max_group == n and report.collision_rate == 1.0
+    assert report.reassigned == n - k
+    assert len({tuple(c) for c in unique.tolist()}) == n
+    assert unique.max() < k
+    PrefixTrie(unique, k)  # raises if two items share a code
+
+
+def test_collision_free_codes_get_suffix_zero() -> None:
+    codes = random_codes(20)[:, :2]
+    codes = torch.unique(codes, dim=0)
+    unique, report = assign_unique_codes(codes, torch.zeros(len(codes), CODE_SIZE), CODE_SIZE)
+    assert report.collision_rate == 0.0 and report.reassigned == 0
+    assert (unique[:, -1] == 0).all()
+
+
+def test_trie_rejects_duplicate_codes() -> None:
+    codes = torch.tensor([[1, 2, 0], [1, 2, 0]])
+    with pytest.raises(ValueError, match="not unique"):
+        PrefixTrie(codes, CODE_SIZE)
+
+
+def test_strict_loading_names_missing_and_unexpected_keys() -> None:
+    model = RQVAE(16, [32], 8, 2, 8, 0.25)
+    state = model.state_dict()
+    state.pop("encoder.0.weight")
+    state["extra.weight"] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match="encoder.0.weight.*extra.weight"):
+        load_state_strict(model, state, "ckpt")
+
+
+def test_rqvae_learns_to_reconstruct() -> None:
+    torch.manual_seed(0)
+    centers = torch.randn(32, 16)
+    x = centers[torch.randint(32, (256,))] + 0.05 * torch.randn(256, 16)  # clustered, like items
+    model = RQVAE(16, [64, 32], 8, 3, 16, 0.25)
+    model.quantizer.kmeans_init(model.encoder(x).detach(), 10, torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    first = float(model(x)["recon_loss"])
+    for _ in range(200):
+        out = model(x)
+        opt.zero_grad()
+        (out["recon_loss"] + out["vq_loss"]).backward()
+        opt.step()
+    assert float(model(x)["recon_loss"]) < 0.5 * first
