@@ -51,7 +51,13 @@ def beam_search(
             return items, scores
         users = torch.arange(b, device=memory.device)[:, None]
         beam_rows = (users * beams_per_user + parent).view(-1)
-        cache.reorder_cache(beam_rows)
+        cache.self_attention_cache.reorder_cache(beam_rows)
+        # a user's beams share identical cross-attention rows: copy them only when the number of
+        # beams per user changes (first step: one row per user -> one per beam)
+        if width != beams_per_user:
+            cache.cross_attention_cache.reorder_cache(
+                (users * beams_per_user).expand(b, width).reshape(-1)
+            )
         memory_mask = memory_mask.index_select(0, beam_rows)
         beams_per_user = width
         tokens = (1 + level * model.code_size + code).view(-1, 1)  # token id of (level, code)

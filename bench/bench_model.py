@@ -1,0 +1,204 @@
+"""Throughput and memory of training and evaluation at the paper's model size.
+
+    python bench/bench_model.py [--dataset=scientific] [--steps=8] [--eval_users=2048]
+
+Paper configuration (config/default.yaml: T5 6+6 layers, d_model 128, 3x256 codes + collision
+token, batch 512, 20 beams, top 10) on the processed dataset's real histories. Item vectors are
+random (throughput does not depend on their values). Each phase runs in its own process so that
+its peak RSS is its own. Reference paths in the same run: batches padded to the longest history
+(50 items), and beam search that re-encodes the history and re-runs the whole decoder prefix for
+every beam at every step (the seed's approach). Prints a table; medians over steps.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config import load_config  # noqa: E402
+from data.batches import bucketed_batches, load_dataset, make_batch  # noqa: E402
+from data.paths import dataset_dir  # noqa: E402
+from model.beam import beam_search  # noqa: E402
+from model.item_codes import PrefixTrie, derive_item_codes  # noqa: E402
+from model.losses import code_loss, psa_loss, sia_loss  # noqa: E402
+from model.recommender import build_models  # noqa: E402
+
+
+def setup(cfg):
+    torch.manual_seed(0)
+    folder = dataset_dir(cfg.data_dir, cfg.dataset)
+    splits, emb_map, _ = load_dataset(folder, cfg.dataset, cfg.max_his_len, 5, False)
+    semantic = torch.randn(len(emb_map), 256)
+    tokenizer, model = build_models(cfg, 256)
+    codes, report = derive_item_codes(tokenizer, semantic, cfg.code_size)
+    return splits, semantic, tokenizer, model, codes, report
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_phase(cfg, mode: str, steps: int) -> dict:
+    splits, semantic, tokenizer, model, codes, _ = setup(cfg)
+    train = splits["train"]
+    rng = np.random.default_rng(0)
+    batches = bucketed_batches(train.lengths, cfg.batch_size, rng)[: steps + 1]
+    if mode == "padded":  # reference: every batch padded to the longest history
+        train.lengths = np.full_like(train.lengths, cfg.max_his_len)
+    opt_rec = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt_id = torch.optim.AdamW(tokenizer.parameters(), lr=1e-4)
+    times, rows = [], []
+    for i, idx in enumerate(batches):
+        batch = make_batch(train, idx, codes, None)
+        start = time.perf_counter()
+        x = semantic[batch["target_ids"]]
+        if mode == "tokenizer":  # a tokenizer step after warm-up: frozen recommender + RQ-VAE
+            with torch.no_grad():
+                rec = model.eval()(batch)
+            out = tokenizer(x, seq_latent=rec["seq_latent"])
+            loss = (
+                out["recon_loss"]
+                + out["vq_loss"]
+                + 1e-4 * sia_loss(out["seq_logits"], out["logits"])
+                + 3e-4 * psa_loss(rec["pref_semantic"], out["x_hat"], batch["target_ids"], 0.1)
+            )
+            opt_id.zero_grad()
+            loss.backward()
+            opt_id.step()
+        else:
+            out = model.train()(batch)
+            with torch.no_grad():
+                item = tokenizer(x)
+            loss = (
+                code_loss(out["logits"], batch["target_codes"])
+                + 1e-4
+                * sia_loss(tokenizer.quantizer.code_logits(out["seq_latent"]), item["logits"])
+                + 3e-4 * psa_loss(out["pref_semantic"], item["x_hat"], batch["target_ids"], 0.1)
+            )
+            opt_rec.zero_grad()
+            loss.backward()
+            opt_rec.step()
+        if i > 0:  # first step warms up allocators
+            times.append(time.perf_counter() - start)
+            rows.append(len(idx))
+    per_step = statistics.median(times)
+    return {
+        "phase": f"train:{mode}",
+        "s_per_step": round(per_step, 3),
+        "rows_per_s": round(statistics.median(rows) / per_step, 1),
+        "peak_rss_mb": round(peak_mb()),
+    }
+
+
+@torch.no_grad()
+def naive_beam(model, trie, batch, num_beams: int, topk: int) -> torch.Tensor:
+    """Reference: history encoded once per beam, full decoder prefix re-run at every step."""
+    b = batch["history_codes"].shape[0]
+    rep = {k: v.repeat_interleave(num_beams, 0) for k, v in batch.items()}
+    memory, mask, _ = model.encode(rep["history_codes"], rep["history_mask"])
+    seqs = torch.zeros(b * num_beams, 1, dtype=torch.long)
+    scores = torch.full((b, num_beams), float("-inf"))
+    scores[:, 0] = 0
+    prefix = torch.zeros(b * num_beams, dtype=torch.long)
+    for level in range(len(trie.child)):
+        states = model.decode(seqs, memory, mask)[:, -1]
+        logp = torch.log_softmax(model.level_logits(states, level), -1)
+        child = trie.child[level][prefix].long()
+        cand = torch.where(child >= 0, scores.view(-1, 1) + logp, float("-inf")).view(b, -1)
+        width = num_beams if level < len(trie.child) - 1 else topk
+        scores, flat = cand.topk(width, -1)
+        parent = (torch.arange(b)[:, None] * num_beams + flat // model.code_size).view(-1)
+        code = (flat % model.code_size).view(-1)
+        nxt = child.view(b, -1).gather(1, flat).view(-1)
+        prefix = torch.where(torch.isfinite(scores).view(-1), nxt, 0)
+        if level == len(trie.child) - 1:
+            return prefix.view(b, -1)
+        seqs = torch.cat([seqs[parent], (1 + level * model.code_size + code)[:, None]], 1)
+    raise AssertionError
+
+
+def eval_phase(cfg, mode: str, n_users: int) -> dict:
+    splits, _, _, model, codes, _ = setup(cfg)
+    model.eval()
+    valid = splits["valid"]
+    trie = PrefixTrie(codes[1:], cfg.code_size)
+    known = {tuple(c) for c in codes[1:].tolist()}
+    sample = np.random.default_rng(0).permutation(len(valid))[:n_users]
+    sample = sample[np.argsort(valid.lengths[sample], kind="stable")]
+    bs = cfg.eval_batch_size if mode == "cached" else 32
+    start = time.perf_counter()
+    invalid = returned = 0
+    for i in range(0, len(sample), bs):
+        batch = make_batch(valid, sample[i : i + bs], codes, None)
+        if mode == "cached":
+            memory, mask, _ = model.encode(batch["history_codes"], batch["history_mask"])
+            items, _ = beam_search(model, trie, memory, mask, cfg.num_beams, 10)
+        else:
+            items = naive_beam(model, trie, batch, cfg.num_beams, 10)
+        for row in items.tolist():
+            for item in row:
+                returned += 1
+                invalid += item < 0 or tuple(codes[item + 1].tolist()) not in known
+    seconds = time.perf_counter() - start
+    return {
+        "phase": f"eval:{mode}",
+        "users": len(sample),
+        "users_per_s": round(len(sample) / seconds, 1),
+        "invalid_share": invalid / max(returned, 1),
+        "peak_rss_mb": round(peak_mb()),
+    }
+
+
+def main() -> None:
+    args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
+    if "phase" in args:  # child process: one phase, JSON on stdout
+        dataset = args.get("dataset", "scientific")
+        cfg = load_config(
+            "train", [f"--dataset={dataset}", "--device=cpu", "--interest_fusion=false"]
+        )
+        torch.set_num_threads(int(args.get("threads", torch.get_num_threads())))
+        kind, mode = args["phase"].split(":")
+        fn = train_phase if kind == "train" else eval_phase
+        print(json.dumps(fn(cfg, mode, int(args["n"]))))
+        return
+    dataset = args.get("dataset", "scientific")
+    steps, users = int(args.get("steps", 8)), int(args.get("eval_users", 2048))
+    phases = [
+        ("train:recommender", steps),
+        ("train:padded", max(steps // 2, 2)),
+        ("train:tokenizer", steps),
+        ("eval:cached", users),
+        ("eval:naive", int(args.get("naive_users", 128))),
+    ]
+    results = []
+    for phase, n in phases:
+        cmd = [sys.executable, __file__, f"--phase={phase}", f"--n={n}", f"--dataset={dataset}"]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        results.append(json.loads(out.strip().splitlines()[-1]))
+        print(json.dumps(results[-1]), flush=True)
+    by = {r["phase"]: r for r in results}
+    print("\n| phase | throughput | peak RSS |\n|---|---|---|")
+    for r in results:
+        rate = f"{r['rows_per_s']} rows/s" if "rows_per_s" in r else f"{r['users_per_s']} users/s"
+        print(f"| {r['phase']} | {rate} | {r['peak_rss_mb']} MB |")
+    print(
+        f"\nbucketed vs padded training: "
+        f"{by['train:recommender']['rows_per_s'] / by['train:padded']['rows_per_s']:.1f}x; "
+        f"cached vs naive beam search: "
+        f"{by['eval:cached']['users_per_s'] / by['eval:naive']['users_per_s']:.1f}x; "
+        f"invalid items returned: {by['eval:cached']['invalid_share']:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
