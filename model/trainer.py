@@ -293,6 +293,10 @@ class Trainer:
             self.state["epoch"] = epoch + 1
             self.log(record)
             self.save_last()
+        if not (self.run_dir / BEST / "model.pt").exists():  # no recommender epoch ran (epochs=0)
+            record = {"stage": "joint", "epoch": self.state["epoch"], "mode": "none"}
+            self.validate(record, self.state["epoch"], self.cfg.early_stop)
+            self.log(record)
         return {"best_valid": self.state["best"], "best_epoch": self.state["best_epoch"]}
 
     def stage_finetune(self) -> dict:

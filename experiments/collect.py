@@ -1,0 +1,161 @@
+"""Collect experiment run folders into the results table, a JSON file and a plot.
+
+    python experiments/collect.py --runs=runs/exp --out=results [--baseline=etegrec]
+
+Run folders are named ``<variant>-s<seed>`` (experiments/run_table.sh does this). For each
+variant: mean and standard deviation over seeds of the test metrics, the best validation NDCG@10
+and the training time, plus every seed's value; and a paired comparison with the baseline variant
+over the seeds both have (mean difference, its standard deviation, and whether the mean gain
+exceeds twice the seed-to-seed spread). The SASRec rows come from ``sasrec-s<seed>.json`` files
+written by the same script (its test metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
+NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
+
+
+def training_seconds(run_dir: Path) -> float:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return sum(json.loads(line).get("seconds", 0.0) for line in lines)
+
+
+def load_runs(runs: Path) -> dict[str, dict[int, dict]]:
+    table: dict[str, dict[int, dict]] = {}
+    for path in sorted(runs.iterdir()):
+        match = NAME.match(path.stem)
+        if not match:
+            continue
+        variant, seed = match["variant"], int(match["seed"])
+        if path.is_dir() and (path / "test_metrics.json").exists():
+            test = json.loads((path / "test_metrics.json").read_text())
+            row = {k: test[k] for k in METRICS}
+            row["best_valid_ndcg@10"] = test["best_valid_ndcg@10"]
+            row["train_minutes"] = training_seconds(path) / 60
+        elif path.suffix == ".json":  # a baseline's metrics file (SASRec)
+            data = json.loads(path.read_text())
+            row = {k: data["test"][k] for k in METRICS if k in data["test"]}
+            row["best_valid_ndcg@10"] = data["valid"].get("ndcg@10")
+            row["train_minutes"] = data.get("seconds", 0.0) / 60
+        else:
+            continue
+        table.setdefault(variant, {})[seed] = row
+    return table
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(table: dict[str, dict[int, dict]], baseline: str) -> dict:
+    out = {}
+    base = table.get(baseline, {})
+    for variant, seeds in table.items():
+        keys = [
+            k
+            for k in (*METRICS, "best_valid_ndcg@10", "train_minutes")
+            if k in next(iter(seeds.values()))
+        ]
+        summary = {"seeds": sorted(seeds), "per_seed": seeds}
+        for k in keys:
+            vals = [seeds[s][k] for s in sorted(seeds) if seeds[s].get(k) is not None]
+            if vals:
+                summary[k] = dict(zip(("mean", "std"), mean_std(vals), strict=True))
+        common = sorted(set(seeds) & set(base))
+        if variant != baseline and len(common) >= 2:
+            diffs = [seeds[s]["ndcg@10"] - base[s]["ndcg@10"] for s in common]
+            d_mean, d_std = mean_std(diffs)
+            spread = max(
+                summary["ndcg@10"]["std"], mean_std([base[s]["ndcg@10"] for s in common])[1]
+            )
+            summary["vs_baseline_ndcg@10"] = {
+                "seeds": common,
+                "mean_diff": d_mean,
+                "std_diff": d_std,
+                "relative": d_mean / statistics.fmean(base[s]["ndcg@10"] for s in common),
+                "exceeds_2x_seed_std": d_mean > 2 * spread,
+            }
+        out[variant] = summary
+    return out
+
+
+def markdown(summary: dict, baseline: str) -> str:
+    cols = [*METRICS, "best_valid_ndcg@10", "train_minutes"]
+    head = "| variant | seeds | " + " | ".join(cols) + f" | NDCG@10 vs {baseline} |"
+    lines = [head, "|" + "---|" * (len(cols) + 3)]
+    for variant, s in summary.items():
+        cells = []
+        for c in cols:
+            if c in s:
+                fmt = ".1f" if c == "train_minutes" else ".4f"
+                cells.append(f"{s[c]['mean']:{fmt}} ± {s[c]['std']:{fmt}}")
+            else:
+                cells.append("–")
+        cmp = s.get("vs_baseline_ndcg@10")
+        verdict = (
+            f"{cmp['mean_diff']:+.4f} ({cmp['relative']:+.1%}) ± {cmp['std_diff']:.4f}"
+            + (" **> 2σ**" if cmp["exceeds_2x_seed_std"] else " (within spread)")
+            if cmp
+            else "–"
+        )
+        lines.append(f"| {variant} | {len(s['seeds'])} | " + " | ".join(cells) + f" | {verdict} |")
+    lines.append("")
+    lines.append("Per-seed test NDCG@10:")
+    lines.append("")
+    for variant, s in summary.items():
+        vals = ", ".join(
+            f"s{seed}: {row['ndcg@10']:.4f}" for seed, row in sorted(s["per_seed"].items())
+        )
+        lines.append(f"- {variant}: {vals}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary)
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 4))
+    for i, name in enumerate(names):
+        vals = [row["ndcg@10"] for row in summary[name]["per_seed"].values()]
+        ax.bar(i, statistics.fmean(vals), color="tab:blue", alpha=0.5)
+        ax.errorbar(
+            i, statistics.fmean(vals), yerr=summary[name]["ndcg@10"]["std"], color="k", capsize=6
+        )
+        ax.scatter([i] * len(vals), vals, color="k", s=12, zorder=3)
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    ax.set_ylabel("test NDCG@10 (mean ± std; dots = seeds)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> None:
+    args = dict(a[2:].split("=", 1) for a in argv if a.startswith("--"))
+    runs, out = Path(args.get("runs", "runs/exp")), Path(args.get("out", "results"))
+    baseline = args.get("baseline", "etegrec")
+    summary = summarise(load_runs(runs), baseline)
+    if not summary:
+        sys.exit(f"error: no finished runs named <variant>-s<seed> under {runs}")
+    out.mkdir(parents=True, exist_ok=True)
+    tag = args.get("tag", runs.name)
+    (out / f"{tag}.json").write_text(json.dumps(summary, indent=1))
+    text = markdown(summary, baseline)
+    (out / f"{tag}.md").write_text(text)
+    if "plot" in args:
+        plot(summary, Path(args["plot"]), args.get("title", tag))
+    print(text)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Reproduce the amazon18-scientific results table (README "Results"): every variant x every seed,
+# then collect. Finished runs are skipped, so an interrupted table resumes where it stopped.
+#
+#   bash experiments/run_table.sh [SEEDS="1 2 3"] [PRESET=config/cpu.yaml] [LOCAL_STRIDE=4]
+#
+# Variants (folder runs/exp18/<variant>-s<seed>):
+#   sasrec            SASRec alone (the embeddings step's own test metrics)
+#   etegrec           ETEGRec without interests (interest_fusion: false)
+#   kw-simple         + keyword interests, fusion "simple" (stacked cross-attention)
+#   kw-adaptive       + keyword interests, fusion "adaptive" (gated)
+#   llm-simple        + SmolLM2 interests (local backend, interests.stride=LOCAL_STRIDE)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash setup.sh
+PY=.venv/bin/python
+SEEDS=${SEEDS:-"1 2 3"}
+PRESET=${PRESET:-config/cpu.yaml}
+LOCAL_STRIDE=${LOCAL_STRIDE:-4}
+RUNS=runs/exp18
+KW=data/exp18-keywords
+LLM=data/exp18-local
+mkdir -p "$RUNS"
+
+# 1. data: splits + keyword interests + SASRec item embeddings (the tokenizer's input, seed 2024)
+if [[ ! -f $KW/scientific18/scientific18_emb_256.npy ]]; then
+  $PY data_process.py --dataset=scientific18 --out_dir=$KW --interests.backend=keywords \
+    --embeddings.kind=sasrec
+fi
+# 2. the same splits with SmolLM2 interests; the item embeddings are shared, not retrained
+if [[ ! -f $LLM/scientific18/scientific18.interest_emb.npy ]]; then
+  $PY data_process.py --dataset=scientific18 --out_dir=$LLM --interests.backend=local \
+    --interests.stride="$LOCAL_STRIDE" --embeddings.kind=none
+fi
+cp -n $KW/scientific18/scientific18_emb_256.npy $LLM/scientific18/ 2>/dev/null || true
+
+train() {  # variant seed data_dir extra...
+  local variant=$1 seed=$2 data=$3; shift 3
+  local run=$RUNS/$variant-s$seed
+  if [[ -f $run/test_metrics.json ]]; then return; fi
+  if [[ -f $run/last.pt ]]; then
+    $PY train.py --resume="$run"
+  else
+    $PY train.py --dataset=scientific18 --config="$PRESET" --data_dir="$data" --out_dir=$RUNS \
+      --run_name="$variant-s$seed" --seed="$seed" "$@"
+  fi
+}
+
+for seed in $SEEDS; do
+  # SASRec baseline, one training per seed (metrics only; the shared embeddings stay seed 2024)
+  if [[ ! -f $RUNS/sasrec-s$seed.json ]]; then
+    PYTHONPATH=. $PY experiments/sasrec_seed.py --folder=$KW/scientific18 --name=scientific18 --seed="$seed" \
+      --out=$RUNS/sasrec-s$seed.json
+  fi
+  train etegrec "$seed" $KW --interest_fusion=false
+  train kw-simple "$seed" $KW --interest_fusion=true --fusion_type=simple
+  train kw-adaptive "$seed" $KW --interest_fusion=true --fusion_type=adaptive
+  train llm-simple "$seed" $LLM --interest_fusion=true --fusion_type=simple
+done
+
+$PY experiments/collect.py --runs=$RUNS --out=results --baseline=etegrec \
+  --plot=asset/results_scientific18.png --title="amazon18-scientific, CPU preset"

@@ -1,0 +1,37 @@
+"""Train the SASRec baseline once more with another seed and keep only its metrics.
+
+    python experiments/sasrec_seed.py --folder=DATA/scientific18 --name=scientific18 --seed=1 \
+        --out=runs/exp18/sasrec-s1.json
+
+Runs in a scratch folder holding links to the splits, so the dataset's own SASRec embeddings and
+metrics are left as they are. Any ``--embeddings.*`` key of data_process can be added.
+"""
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from config import load_config
+from data.embeddings import train_sasrec
+from data.jsonl import write_json
+
+
+def main(argv: list[str]) -> None:
+    args = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+    folder, name, seed = Path(args.pop("folder")), args.pop("name"), int(args.pop("seed"))
+    out = Path(args.pop("out"))
+    cfg = load_config("data_process", [f"--{k}={v}" for k, v in args.items()])
+    with tempfile.TemporaryDirectory() as scratch:
+        for split in ("train", "valid", "test"):
+            (Path(scratch) / f"{name}.{split}.jsonl").symlink_to(
+                (folder / f"{name}.{split}.jsonl").resolve()
+            )
+        shutil.copy(folder / f"{name}.emb_map.json", scratch)
+        _, result = train_sasrec(Path(scratch), name, cfg.embeddings, seed)
+    result["seconds"] = result["train_seconds"]
+    write_json(out, result)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

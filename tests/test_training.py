@@ -1,0 +1,255 @@
+"""Training end to end on a small real subset: the run folder, strict reloading, the
+``Recommender``, evaluate.py, SIGKILL + ``--resume`` reproducing the uninterrupted result, and
+two DDP processes (gloo) matching one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from config import load_config
+from data.batches import load_split_tensors
+from data.paths import REPO_ROOT, datasets_root
+from data.pipeline import run as data_process
+from data.splits import load_emb_map, load_split
+from model import Recommender
+from model.checkpoint import BEST, CheckpointError
+from model.trainer import Trainer
+
+N_USERS = 500
+TINY = ["--config=config/tiny.yaml", "--semantic_emb=emb_rand", "--device=cpu", "--seed=7"]
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 500 users of amazon18-scientific (real histories and item text), processed with
+    keyword interests; random item vectors stand in for SASRec embeddings (this is about
+    mechanics, not accuracy)."""
+    root = tmp_path_factory.mktemp("small")
+    raw = root / "raw"
+    raw.mkdir()
+    src = datasets_root() / "amazon18-scientific" / "raw"
+    inter = json.loads((src / "Scientific.inter.json").read_text())
+    users = {u: inter[u] for u in list(inter)[:N_USERS]}
+    items = json.loads((src / "Scientific.item.json").read_text())
+    used = {str(i) for seq in users.values() for i in seq}
+    (raw / "Scientific.inter.json").write_text(json.dumps(users))
+    (raw / "Scientific.item.json").write_text(
+        json.dumps({k: v for k, v in items.items() if k in used})
+    )
+    cfg = load_config(
+        "data_process",
+        [
+            "--dataset=small",
+            "--category=Scientific",
+            f"--raw_dir={raw}",
+            f"--out_dir={root / 'data'}",
+            "--interests.backend=keywords",
+            f"--interests.cache_dir={root / 'cache'}",
+            "--embeddings.kind=none",
+        ],
+    )
+    folder = data_process(cfg)
+    n_items = len(load_emb_map(folder, "small")) - 1
+    vectors = np.random.default_rng(0).normal(size=(n_items + 1, 32)).astype(np.float32)
+    vectors[0] = 0
+    np.save(folder / "small_emb_rand.npy", vectors)
+    return root / "data"
+
+
+def train_args(data_dir: Path, out_dir: Path, name: str, *extra: str) -> list[str]:
+    return [
+        "--dataset=small",
+        f"--data_dir={data_dir}",
+        f"--out_dir={out_dir}",
+        f"--run_name={name}",
+        *TINY,
+        *extra,
+    ]
+
+
+def run_script(args: list[str], *, timeout: int = 600, launcher: list[str] | None = None):
+    cmd = (launcher or [sys.executable]) + args
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def finished_run(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    proc = run_script(["train.py", *train_args(small_data, out, "full")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / "full"
+
+
+def test_run_folder_holds_everything(finished_run: Path) -> None:
+    for name in ("config.yaml", "metrics.jsonl", "tokenizer.pt", "test_metrics.json", "curves.png"):
+        assert (finished_run / name).exists(), name
+    for name in ("model.pt", "config.yaml", "metrics.json"):
+        assert (finished_run / BEST / name).exists(), name
+    log = read_log(finished_run)
+    stages = [r["stage"] for r in log]
+    assert stages[0] == "tokenizer" and "joint" in stages and "finetune" in stages
+    modes = [r["mode"] for r in log if r["stage"] == "joint"]
+    assert modes[:2] == ["tokenizer", "recommender"]  # ETEGRec's alternation
+    codes = log[0]["codes"]
+    assert 0 <= codes["collision_rate"] <= 1 and len(codes["codebook_usage"]) == 2
+    test = json.loads((finished_run / "test_metrics.json").read_text())
+    assert test["users"] == 500  # tiny.yaml evaluates the first 500 users of a split
+    for k in ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10"):
+        assert 0.0 <= test[k] <= 1.0
+    assert test["recall@1"] <= test["recall@5"] <= test["recall@10"]
+
+
+def test_recommender_loads_the_run_and_uses_interests(finished_run: Path, small_data: Path) -> None:
+    rec = Recommender.load(finished_run)
+    assert rec.uses_interests and rec.dataset == "small"
+    history = load_split(small_data / "small", "small", "test")[0]["inter_history"]
+    plain = rec.recommend(history, None, k=10)
+    assert len(plain) == 10 and len({t for t, _ in plain}) == 10
+    assert all(t in rec.emb_map for t, _ in plain)
+    assert [s for _, s in plain] == sorted((s for _, s in plain), reverse=True)
+    a = rec.recommend(history, ["soldering irons", "lab glassware"], k=10)
+    b = rec.recommend(history, ["3d printer filament", "safety gloves"], k=10)
+    assert [s for _, s in a] != [s for _, s in b]
+    with pytest.raises(KeyError, match="unknown item"):
+        rec.recommend(["no-such-item"], None)
+
+
+def test_evaluate_cli_matches_training_test_metrics(finished_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished_run, run_dir)
+    from_training = json.loads((run_dir / "test_metrics.json").read_text())
+    proc = run_script(
+        [
+            "evaluate.py",
+            f"--ckpt={run_dir}",
+            "--split=test",
+            "--num_beams=5",
+            "--max_eval_users=500",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| test |" in proc.stdout
+    from_cli = json.loads((run_dir / "test_metrics.json").read_text())
+    assert from_cli["users"] == from_training["users"]
+    for k in ("recall@1", "recall@10", "ndcg@10"):
+        assert from_cli[k] == pytest.approx(from_training[k], abs=1e-9), k
+
+
+def test_loading_is_strict(finished_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+
+    broken = tmp_path / "broken"
+    shutil.copytree(finished_run, broken)
+    state = torch.load(broken / BEST / "model.pt", weights_only=True)
+    state["recommender"].pop(next(iter(state["recommender"])))
+    torch.save(state, broken / BEST / "model.pt")
+    with pytest.raises(CheckpointError, match="missing keys"):
+        Recommender.load(broken)
+
+
+def test_sigkill_then_resume_matches_uninterrupted(
+    small_data: Path, finished_run: Path, tmp_path: Path
+) -> None:
+    args = ["train.py", *train_args(small_data, tmp_path, "killed")]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    run_dir = tmp_path / "killed"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill in the middle of the joint stage
+        log = run_dir / "metrics.jsonl"
+        if (
+            log.exists()
+            and sum(1 for line in log.read_text().splitlines() if '"joint"' in line) >= 2
+        ):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "test_metrics.json").exists()
+    resumed = run_script(["train.py", f"--resume={run_dir}"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout
+    want = json.loads((finished_run / "test_metrics.json").read_text())
+    got = json.loads((run_dir / "test_metrics.json").read_text())
+    for k in ("recall@10", "ndcg@10", "best_valid_ndcg@10"):
+        assert got[k] == pytest.approx(want[k], abs=1e-9), k
+
+
+def test_two_ddp_processes_match_one(small_data: Path, tmp_path: Path) -> None:
+    common = [
+        "--interest_fusion=false",
+        "--dropout_rate=0.0",
+        "--epochs=2",
+        "--finetune_epochs=0",
+        "--max_eval_users=0",
+        "--warm_epoch=0",
+        "--cycle=2",
+    ]
+    one = run_script(["train.py", *train_args(small_data, tmp_path, "one", *common)])
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = run_script(
+        ["train.py", *train_args(small_data, tmp_path, "two", *common)],
+        launcher=[
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29517",
+        ],
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    log_one, log_two = read_log(tmp_path / "one"), read_log(tmp_path / "two")
+    joint_one = [r for r in log_one if r["stage"] == "joint"]
+    joint_two = [r for r in log_two if r["stage"] == "joint"]
+    assert len(joint_one) == len(joint_two) == 2
+    for a, b in zip(joint_one, joint_two, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=2e-3)
+    n_valid = len(
+        load_split_tensors(
+            small_data / "small",
+            "small",
+            "valid",
+            load_emb_map(small_data / "small", "small"),
+            50,
+            5,
+            None,
+        )
+    )
+    assert joint_two[-1]["valid"]["users"] == n_valid  # every user once, across both processes
+    assert joint_two[-1]["valid"]["ndcg@10"] == pytest.approx(
+        joint_one[-1]["valid"]["ndcg@10"], abs=1e-6
+    )
+
+
+def test_trainer_refuses_missing_embeddings(small_data: Path, tmp_path: Path) -> None:
+    from data.jsonl import DataError
+
+    cfg = load_config("train", train_args(small_data, tmp_path, "x", "--semantic_emb=emb_999"))
+    with pytest.raises(DataError, match="small_emb_999.npy"):
+        Trainer(cfg, tmp_path / "x")
