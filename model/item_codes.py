@@ -30,6 +30,17 @@ class CodeReport:
         }
 
 
+def _free_slot(groups: dict, parent: tuple, code_order: np.ndarray, capacity: int) -> tuple:
+    """The nearest last-level code with room under ``parent``; if that whole subtree is full,
+    the same search under the other parents in use (a last resort that keeps every item)."""
+    parents = [parent] + sorted({k[:-1] for k in groups} - {parent})
+    for p in parents:
+        for code in code_order:
+            if len(groups[(*p, int(code))]) < capacity:
+                return (*p, int(code))
+    raise ValueError("more items than the codebooks can hold")
+
+
 def _resolve_overflow(codes: np.ndarray, last_dist: np.ndarray, capacity: int) -> int:
     """Move items out of groups larger than ``capacity`` to the nearest free last-level code."""
     groups: dict[tuple, list[int]] = defaultdict(list)
@@ -41,17 +52,10 @@ def _resolve_overflow(codes: np.ndarray, last_dist: np.ndarray, capacity: int) -
         # keep the best-fitting items; move the rest, worst fit first
         members.sort(key=lambda i: last_dist[i, key[-1]])
         for i in members[capacity:]:
-            for code in np.argsort(last_dist[i]):
-                target = (*key[:-1], int(code))
-                if len(groups[target]) < capacity:
-                    groups[target].append(i)
-                    codes[i, -1] = code
-                    moved += 1
-                    break
-            else:
-                raise ValueError(
-                    f"cannot place item {i}: every code under prefix {key[:-1]} is full"
-                )
+            target = _free_slot(groups, key[:-1], np.argsort(last_dist[i]), capacity)
+            groups[target].append(i)
+            codes[i] = target
+            moved += 1
         del members[capacity:]
     return moved
 

@@ -21,6 +21,8 @@ from model.generator import GenerativeRecommender
 from model.item_codes import PrefixTrie
 from model.rqvae import RQVAE
 
+PHRASE_CACHE_SIZE = 50_000
+
 
 def build_models(cfg: Config, semantic_dim: int) -> tuple[RQVAE, GenerativeRecommender]:
     tokenizer = RQVAE(
@@ -54,6 +56,7 @@ class Recommender:
         self.emb_map = emb_map
         self.id_to_token = {i: t for t, i in emb_map.items()}
         self.item_tokens = [t for t in emb_map if t != PAD]
+        self._phrase_cache: dict[str, torch.Tensor] = {}  # phrase -> vector (repeat requests)
 
     @classmethod
     def load(cls, run_dir: str | Path, data_dir: str | Path | None = None) -> Recommender:
@@ -91,7 +94,13 @@ class Recommender:
         vectors = torch.zeros(1, self.config.max_interests, self.config.interest_dim)
         mask = torch.zeros(1, self.config.max_interests, dtype=torch.bool)
         if phrases:
-            vectors[0, : len(phrases)] = torch.from_numpy(interest_vectors(phrases)).float()
+            missing = [p for p in phrases if p not in self._phrase_cache]
+            if missing:
+                for phrase, vec in zip(missing, interest_vectors(missing), strict=True):
+                    if len(self._phrase_cache) >= PHRASE_CACHE_SIZE:
+                        self._phrase_cache.pop(next(iter(self._phrase_cache)))
+                    self._phrase_cache[phrase] = torch.from_numpy(vec).float()
+            vectors[0, : len(phrases)] = torch.stack([self._phrase_cache[p] for p in phrases])
             mask[0, : len(phrases)] = True
         return {"interests": vectors, "interest_mask": mask}
 

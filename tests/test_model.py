@@ -221,3 +221,13 @@ def test_rqvae_learns_to_reconstruct() -> None:
         (out["recon_loss"] + out["vq_loss"]).backward()
         opt.step()
     assert float(model(x)["recon_loss"]) < 0.5 * first
+
+
+def test_full_subtree_overflows_into_another_parent() -> None:
+    k = 4  # 20 items share one code, but a parent holds only 4 x 4 = 16
+    codes = torch.zeros(20, 2, dtype=torch.long)
+    codes[-1, 0] = 1  # a second parent in use
+    last_dist = torch.rand(20, k, generator=torch.Generator().manual_seed(0))
+    unique, report = assign_unique_codes(codes, last_dist, k)
+    assert len({tuple(c) for c in unique.tolist()}) == 20
+    assert report.reassigned > 0

@@ -1,0 +1,69 @@
+"""The model behind the pages and the API, run off the event loop.
+
+Inference is CPU-bound torch code; running it on the event loop would stall every other
+request (and the interest tasks). One worker thread serialises model calls: on a small CPU box
+parallel calls only fight over the same cores, and the model need not be thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from demo.catalogue import Catalogue
+
+
+class RecommenderLike(Protocol):
+    """The parts of model.Recommender the demo uses."""
+
+    dataset: str
+    data_folder: Path
+    max_history: int
+    uses_interests: bool
+    item_tokens: list[str]
+
+    def recommend(
+        self, history: list[str], interests: list[str] | None = None, k: int = 10
+    ) -> list[tuple[str, float]]: ...
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Ranked items, best first, and what produced them."""
+
+    items: list[tuple[str, float]]
+    source: Literal["model", "popular"]
+    history_used: list[str]
+    interests_used: list[str]
+
+
+class Ranker:
+    """Model recommendations for a history, or the popularity list when there is no history."""
+
+    def __init__(self, recommender: RecommenderLike, catalogue: Catalogue) -> None:
+        self.recommender = recommender
+        self.catalogue = catalogue
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommend")
+
+    @property
+    def uses_interests(self) -> bool:
+        return bool(self.recommender.uses_interests)
+
+    def _rank(self, history: list[str], interests: list[str], k: int) -> Ranking:
+        if not history:
+            popular = [(t, float(c)) for t, c in self.catalogue.popular[:k]]
+            return Ranking(popular, "popular", [], [])
+        recent = history[-self.recommender.max_history :]
+        used = list(interests) if self.uses_interests and interests else []
+        items = self.recommender.recommend(recent, used or None, k=k)
+        return Ranking([(str(t), float(s)) for t, s in items], "model", recent, used)
+
+    async def rank(self, history: list[str], interests: list[str], k: int) -> Ranking:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._rank, list(history), list(interests), k)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,139 @@
+"""The demo in a real browser: headless Debian Chromium driven by Playwright.
+
+A visitor opens the shop, buys two products, sees them in the history, and watches the
+interests and recommendations update in place (no reload) once the background extraction
+finishes. The keyword extractor is slowed down so the update is observable. The final page is
+saved to asset/demo.png.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from demo.app import create_app
+from tests.demo_support import (
+    REPO,
+    SlowExtractor,
+    chromium_path,
+    keywords_extractor,
+    load_tiny,
+    serve,
+)
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+K_PAGE = 12
+SCREENSHOT = REPO / "asset" / "demo.png"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, dict]]:
+    return load_tiny(tmp_path_factory.mktemp("demo_run"))
+
+
+@pytest.fixture(scope="module")
+def server(tiny: tuple[Any, dict]) -> Iterator[Any]:
+    rec, items = tiny
+    slow = SlowExtractor(keywords_extractor(), delay_s=2.0)
+    app = create_app(rec, items, slow, run_name="tiny", num_recommendations=K_PAGE)
+    with serve(app) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def rec_ids(page: Page) -> list[str]:
+    return page.locator("#rec-list li.card").evaluate_all("els => els.map(e => e.dataset.id)")
+
+
+def buy_first_recommendation(page: Page, skip: set[str]) -> tuple[str, str]:
+    """Open the best-ranked item not bought yet, press Purchase; return its id and title."""
+    cards = page.locator("#rec-list li.card")
+    ids = rec_ids(page)
+    index = next(i for i, t in enumerate(ids) if t not in skip)
+    cards.nth(index).locator("a").click()
+    page.wait_for_url(f"**/item/{ids[index]}")
+    title = page.locator("#product-title").inner_text()
+    page.locator("#purchase").click()
+    page.wait_for_url("**/?added=*")
+    return ids[index], title
+
+
+def test_buy_two_products_and_watch_interests_arrive(
+    browser: Browser, server: Any, tiny: tuple[Any, dict]
+) -> None:
+    rec, items = tiny
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+
+    page.goto(server.base_url + "/")
+    expect(page.locator("#recs-title")).to_have_text("Popular")
+    assert len(rec_ids(page)) == K_PAGE
+
+    bought: list[str] = []
+    for _ in range(2):
+        token, title = buy_first_recommendation(page, set(bought))
+        bought.append(token)
+        assert title == items[token]["title"]
+        expect(page.locator(".toast")).to_contain_text(title)
+        # The purchase returned before the (2 s) extraction: the page is waiting for it.
+        expect(page.locator("#live")).to_have_attribute("data-status", "pending")
+        expect(page.locator("#recs-title")).to_have_text("Recommended for you")
+        page.evaluate("window.__sameDocument = true")
+        # The interests arrive later and are drawn in place, without a reload.
+        expect(page.locator("#live")).to_have_attribute("data-status", "ready", timeout=20_000)
+        assert page.evaluate("window.__sameDocument === true")
+        assert int(page.locator("#live").get_attribute("data-updates") or 0) >= 1
+    chips = page.locator("#interest-list li").all_inner_texts()
+    assert chips, "no interests shown"
+    basis = "history+interests" if rec.uses_interests else "history"
+    expect(page.locator("#recs-basis")).to_have_attribute("data-basis", basis)
+    want = [t for t, _ in rec.recommend(bought, chips if rec.uses_interests else None, k=K_PAGE)]
+    assert rec_ids(page) == want
+    expect(page.locator("#history-count")).to_have_text("2")
+
+    page.click("text=History")
+    page.wait_for_url("**/history")
+    rows = page.locator("#history-list li").evaluate_all("els => els.map(e => e.dataset.id)")
+    assert rows == list(reversed(bought))  # most recent first
+    for token in bought:
+        expect(page.locator("#history-list")).to_contain_text(items[token]["title"])
+
+    page.goto(server.base_url + "/")
+    expect(page.locator("#interest-list li").first).to_be_visible()
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.stat().st_size > 20_000
+    assert errors == []
+    context.close()
+
+
+def test_phone_layout_has_no_horizontal_scroll(
+    browser: Browser, server: Any, tiny: tuple[Any, dict]
+) -> None:
+    rec, _ = tiny
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    for path in ["/", f"/item/{rec.item_tokens[0]}", "/history", "/search?q=digital"]:
+        page.goto(server.base_url + path)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{path} scrolls sideways by {overflow}px"
+    context.close()
