@@ -42,6 +42,7 @@ def main(argv: list[str]) -> None:
         list(cfg.topk),
         cfg.eval_batch_size,
         rec.model.code_table.device,
+        max_items=cfg.eval_max_items,
         max_users=cfg.max_eval_users,
         desc=cfg.split,
     )

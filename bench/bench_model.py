@@ -26,7 +26,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import load_config  # noqa: E402
-from data.batches import bucketed_batches, load_dataset, make_batch  # noqa: E402
+from data.batches import (  # noqa: E402
+    bucketed_batches,
+    load_dataset,
+    make_batch,
+    sequential_batches,
+)
 from data.paths import dataset_dir  # noqa: E402
 from model.beam import beam_search  # noqa: E402
 from model.item_codes import PrefixTrie, derive_item_codes  # noqa: E402
@@ -52,7 +57,7 @@ def train_phase(cfg, mode: str, steps: int) -> dict:
     splits, semantic, tokenizer, model, codes, _ = setup(cfg)
     train = splits["train"]
     rng = np.random.default_rng(0)
-    batches = bucketed_batches(train.lengths, cfg.batch_size, rng)[: steps + 1]
+    batches = bucketed_batches(train.lengths, cfg.batch_size, rng, cfg.max_batch_items)[: steps + 1]
     if mode == "padded":  # reference: every batch padded to the longest history
         train.lengths = np.full_like(train.lengths, cfg.max_his_len)
     opt_rec = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -134,12 +139,11 @@ def eval_phase(cfg, mode: str, n_users: int) -> dict:
     trie = PrefixTrie(codes[1:], cfg.code_size)
     known = {tuple(c) for c in codes[1:].tolist()}
     sample = np.random.default_rng(0).permutation(len(valid))[:n_users]
-    sample = sample[np.argsort(valid.lengths[sample], kind="stable")]
-    bs = cfg.eval_batch_size if mode == "cached" else 32
+    bs, cap = (cfg.eval_batch_size, cfg.eval_max_items) if mode == "cached" else (32, 0)
     start = time.perf_counter()
     invalid = returned = 0
-    for i in range(0, len(sample), bs):
-        batch = make_batch(valid, sample[i : i + bs], codes, None)
+    for rows in sequential_batches(valid.lengths[sample], bs, cap):
+        batch = make_batch(valid, sample[rows], codes, None)
         if mode == "cached":
             memory, mask, _ = model.encode(batch["history_codes"], batch["history_mask"])
             items, _ = beam_search(model, trie, memory, mask, cfg.num_beams, 10)

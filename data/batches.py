@@ -79,8 +79,21 @@ def load_split_tensors(
     return SplitTensors(history, lengths, target, interest_idx)
 
 
+def _cut(sorted_rows: np.ndarray, lengths: np.ndarray, batch_size: int, max_items: int) -> list:
+    """Cut length-sorted rows into batches of at most ``batch_size`` rows and, when
+    ``max_items`` > 0, at most ``max_items`` padded history items (rows x longest history): long
+    histories come in smaller batches, so peak memory stays bounded."""
+    batches, start = [], 0
+    while start < len(sorted_rows):
+        longest = max(int(lengths[sorted_rows[min(start + batch_size, len(sorted_rows)) - 1]]), 1)
+        size = batch_size if max_items <= 0 else max(1, min(batch_size, max_items // longest))
+        batches.append(sorted_rows[start : start + size])
+        start += size
+    return batches
+
+
 def bucketed_batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, max_items: int = 0
 ) -> list[np.ndarray]:
     """Row indices per batch, grouped by similar length, in random order."""
     order = rng.permutation(len(lengths))
@@ -88,15 +101,17 @@ def bucketed_batches(
     batches = []
     for start in range(0, len(order), pool):
         chunk = order[start : start + pool]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches += _cut(
+            chunk[np.argsort(lengths[chunk], kind="stable")], lengths, batch_size, max_items
+        )
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def sequential_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+def sequential_batches(
+    lengths: np.ndarray, batch_size: int, max_items: int = 0
+) -> list[np.ndarray]:
     """Evaluation order: sorted by length (less padding), every row exactly once."""
-    order = np.argsort(lengths, kind="stable")
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return _cut(np.argsort(lengths, kind="stable"), lengths, batch_size, max_items)
 
 
 def make_batch(

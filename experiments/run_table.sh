@@ -2,14 +2,16 @@
 # Reproduce the amazon18-scientific results table (README "Results"): every variant x every seed,
 # then collect. Finished runs are skipped, so an interrupted table resumes where it stopped.
 #
-#   bash experiments/run_table.sh [SEEDS="1 2 3"] [PRESET=config/cpu.yaml] [LOCAL_STRIDE=4]
+#   SEEDS="1 2 3" PRESET=config/cpu.yaml WITH_LLM=0 bash experiments/run_table.sh
 #
 # Variants (folder runs/exp18/<variant>-s<seed>):
 #   sasrec            SASRec alone (the embeddings step's own test metrics)
 #   etegrec           ETEGRec without interests (interest_fusion: false)
 #   kw-simple         + keyword interests, fusion "simple" (stacked cross-attention)
 #   kw-adaptive       + keyword interests, fusion "adaptive" (gated)
-#   llm-simple        + SmolLM2 interests (local backend, interests.stride=LOCAL_STRIDE)
+#   llm-simple        + SmolLM2 interests (local backend, interests.stride=LOCAL_STRIDE); only with
+#                     WITH_LLM=1: SmolLM2 takes ~13 s per prompt on 2 CPU cores and scientific18 has
+#                     ~44k distinct prefixes (~11k at stride 4), i.e. days here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash setup.sh
@@ -17,6 +19,7 @@ PY=.venv/bin/python
 SEEDS=${SEEDS:-"1 2 3"}
 PRESET=${PRESET:-config/cpu.yaml}
 LOCAL_STRIDE=${LOCAL_STRIDE:-4}
+WITH_LLM=${WITH_LLM:-0}
 RUNS=runs/exp18
 KW=data/exp18-keywords
 LLM=data/exp18-local
@@ -28,11 +31,11 @@ if [[ ! -f $KW/scientific18/scientific18_emb_256.npy ]]; then
     --embeddings.kind=sasrec
 fi
 # 2. the same splits with SmolLM2 interests; the item embeddings are shared, not retrained
-if [[ ! -f $LLM/scientific18/scientific18.interest_emb.npy ]]; then
+if [[ $WITH_LLM == 1 && ! -f $LLM/scientific18/scientific18.interest_emb.npy ]]; then
   $PY data_process.py --dataset=scientific18 --out_dir=$LLM --interests.backend=local \
     --interests.stride="$LOCAL_STRIDE" --embeddings.kind=none
+  cp $KW/scientific18/scientific18_emb_256.npy $LLM/scientific18/
 fi
-cp -n $KW/scientific18/scientific18_emb_256.npy $LLM/scientific18/ 2>/dev/null || true
 
 train() {  # variant seed data_dir extra...
   local variant=$1 seed=$2 data=$3; shift 3
@@ -55,7 +58,9 @@ for seed in $SEEDS; do
   train etegrec "$seed" $KW --interest_fusion=false
   train kw-simple "$seed" $KW --interest_fusion=true --fusion_type=simple
   train kw-adaptive "$seed" $KW --interest_fusion=true --fusion_type=adaptive
-  train llm-simple "$seed" $LLM --interest_fusion=true --fusion_type=simple
+  if [[ $WITH_LLM == 1 ]]; then
+    train llm-simple "$seed" $LLM --interest_fusion=true --fusion_type=simple
+  fi
 done
 
 $PY experiments/collect.py --runs=$RUNS --out=results --baseline=etegrec \

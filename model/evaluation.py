@@ -42,6 +42,7 @@ def evaluate_split(
     topk: list[int],
     batch_size: int,
     device: torch.device,
+    max_items: int = 0,
     max_users: int = 0,
     rank: int = 0,
     world: int = 1,
@@ -56,7 +57,7 @@ def evaluate_split(
     was_training = model.training
     model.eval()
     lengths = data.lengths[:max_users] if max_users else data.lengths
-    batches = sequential_batches(lengths, batch_size)
+    batches = sequential_batches(lengths, batch_size, max_items)
     mine = batches[rank::world]
     rows_out, ranks_out = [], []
     for rows in tqdm(mine, desc=desc, leave=False, disable=rank != 0):

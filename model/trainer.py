@@ -108,7 +108,9 @@ class Trainer:
 
     # ---------------------------------------------------------------- helpers
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.splits["train"]) / self.cfg.batch_size)
+        lengths = self.splits["train"].lengths
+        rng = np.random.default_rng(self.cfg.seed)
+        return len(bucketed_batches(lengths, self.cfg.batch_size, rng, self.cfg.max_batch_items))
 
     def is_tokenizer_epoch(self, epoch: int) -> bool:
         return self.cfg.cycle > 1 and epoch % self.cfg.cycle == 0
@@ -154,6 +156,7 @@ class Trainer:
             list(self.cfg.topk),
             self.cfg.eval_batch_size,
             self.device,
+            max_items=self.cfg.eval_max_items,
             max_users=self.cfg.max_eval_users,
             rank=self.acc.process_index,
             world=self.acc.num_processes,
@@ -365,7 +368,9 @@ class Trainer:
     def train_epoch(self, epoch: int, mode: str, align: bool) -> dict:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, epoch, STAGES.index(self.state["stage"])])
-        batches = bucketed_batches(self.splits["train"].lengths, cfg.batch_size, rng)
+        batches = bucketed_batches(
+            self.splits["train"].lengths, cfg.batch_size, rng, cfg.max_batch_items
+        )
         tok = mode == "tokenizer"
         set_trainable(self.tokenizer, tok)
         set_trainable(self.model, not tok)
