@@ -271,7 +271,9 @@ class Trainer:
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
-                bar.set_postfix(recon=float(out["recon_loss"]), vq=float(out["vq_loss"]))
+                bar.set_postfix(
+                    recon=float(out["recon_loss"].detach()), vq=float(out["vq_loss"].detach())
+                )
             if self.main:
                 atomic_save(self.tokenizer.state_dict(), self.run_dir / "tokenizer.pt")
         report = self.refresh_codes()
