@@ -4,7 +4,9 @@
 
 The dataset must be processed already (data_process.py). Writes ``<name>_emb_<dim>.npy`` and
 ``sasrec_metrics.json`` into the dataset folder, exactly as data_process.py would. The public
-SASRec figure to beat on amazon23 Scientific is test Recall@10 0.0412 (maxlen 20).
+SASRec figure to beat on amazon23 Scientific is test Recall@10 0.0412 (maxlen 20). Published
+SASRec figures often come from RecBole, whose full-sort evaluation drops the user's history items
+from the ranking, so both protocols are printed; this project's figures rank all items.
 """
 
 import json
@@ -56,19 +58,25 @@ def main() -> None:
     build_item_embeddings(folder, cfg.dataset, {}, cfg.embeddings, cfg.seed)
     seconds = time.perf_counter() - start
     result = json.loads((folder / "sasrec_metrics.json").read_text())
-    test = result["test"]
     print(
         f"[{cfg.dataset}] SASRec {seconds:.0f}s wall ({result['epochs_run']} epochs, best "
-        f"{result['best_epoch']}) | test R@5 {test['recall@5']:.4f} N@5 {test['ndcg@5']:.4f} "
-        f"R@10 {test['recall@10']:.4f} N@10 {test['ndcg@10']:.4f}"
+        f"{result['best_epoch']})"
     )
+    for split in ("valid", "test", "test_skip_history"):
+        m = result[split]
+        print(
+            f"[{cfg.dataset}]   {split:17s} R@5 {m['recall@5']:.4f} N@5 {m['ndcg@5']:.4f} "
+            f"R@10 {m['recall@10']:.4f} N@10 {m['ndcg@10']:.4f}"
+        )
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"[{cfg.dataset}] load average at the end (1 / 5 / 15 min): {load} on 2 cores")
     target = PUBLIC_SASREC_RECALL10.get(cfg.dataset)
     if target is not None:
-        verdict = "meets" if test["recall@10"] >= target else "MISSES"
+        full, skip = result["test"]["recall@10"], result["test_skip_history"]["recall@10"]
         print(
-            f"[{cfg.dataset}] {verdict} the public SASRec test R@10 {target}; "
+            f"[{cfg.dataset}] public SASRec test R@10 {target}: full ranking {full:.4f} "
+            f"({'meets' if full >= target else 'misses'}), history skipped {skip:.4f} "
+            f"({'meets' if skip >= target else 'misses'}); "
             f"{'within' if seconds < 1800 else 'OVER'} the 30-minute budget"
         )
 

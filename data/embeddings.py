@@ -63,14 +63,24 @@ def eval_arrays(rows: list[dict], emb_map: dict[str, int], maxlen: int) -> tuple
 
 
 @torch.no_grad()
-def evaluate(model: SASRec, split: tuple[np.ndarray, ...], batch_size: int) -> dict[str, float]:
-    """Recall and NDCG at 5 and 10, ranking the target among all items (PAD excluded)."""
+def evaluate(
+    model: SASRec, split: tuple[np.ndarray, ...], batch_size: int, skip_history: bool = False
+) -> dict[str, float]:
+    """Recall and NDCG at 5 and 10, ranking the target among all items (PAD excluded).
+
+    ``skip_history`` also drops the user's history items from the ranking, as RecBole's full-sort
+    evaluation does (for comparison with published figures); the project's own figures rank all.
+    """
     hist, targets, lengths = split
     model.eval()
     ranks = []
     for i in range(0, len(hist), batch_size):
         width = max(int(lengths[i : i + batch_size].max()), 1)
-        scores = model.last_scores(torch.from_numpy(hist[i : i + batch_size, -width:]))
+        seq = torch.from_numpy(hist[i : i + batch_size, -width:])
+        scores = model.last_scores(seq)
+        if skip_history:
+            rows = torch.arange(len(seq))[:, None].expand_as(seq)
+            scores[rows[seq > 0], seq[seq > 0] - 1] = -torch.inf
         ranks.append(rank_of_target(scores.numpy(), targets[i : i + batch_size] - 1))
     model.train()
     return ranking_metrics(np.concatenate(ranks), TOPK)
@@ -203,6 +213,7 @@ def train_sasrec(folder: Path, name: str, ecfg: Config, seed: int) -> tuple[np.n
     result = {
         "valid": evaluate(model, valid, ecfg.sasrec_eval_batch_size),
         "test": evaluate(model, test, ecfg.sasrec_eval_batch_size),
+        "test_skip_history": evaluate(model, test, ecfg.sasrec_eval_batch_size, skip_history=True),
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
         "train_seconds": round(time.perf_counter() - start, 1),
@@ -211,7 +222,7 @@ def train_sasrec(folder: Path, name: str, ecfg: Config, seed: int) -> tuple[np.n
     }
     write_json(folder / "sasrec_metrics.json", result)
     ckpt_path.unlink(missing_ok=True)
-    for split in ("valid", "test"):
+    for split in ("valid", "test", "test_skip_history"):
         m = result[split]
         print(
             f"  SASRec {split}: R@5 {m['recall@5']:.4f} N@5 {m['ndcg@5']:.4f} "

@@ -15,7 +15,7 @@ from torch import nn
 
 class Block(nn.Module):
     """Pre-LayerNorm block: causal self-attention, then the paper's width-preserving ReLU
-    feed-forward (d -> d -> d; a 4x wider one would double the cost for no gain on sparse data)."""
+    feed-forward (d -> d -> d: half the cost of the usual 4x-wide one)."""
 
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -69,7 +69,10 @@ class SASRec(nn.Module):
         """``seq`` [B, L] left-padded ids (L <= maxlen) -> hidden states [B, L, dim]."""
         t = seq.shape[1]
         pos = torch.arange(self.maxlen - t, self.maxlen, device=seq.device)
-        x = self.drop(self.item_emb(seq) + self.pos_emb(pos))
+        # x sqrt(dim) as in the paper: the table is initialised small for the tied output, and
+        # unscaled the item signal drowns in the residual stream (measured on amazon23: valid
+        # R@10 0.035 after 13 epochs unscaled, 0.046 after 3 scaled).
+        x = self.drop(self.item_emb(seq) * self.item_emb.embedding_dim**0.5 + self.pos_emb(pos))
         # A position sees itself and the real items before it; a padded position sees only itself,
         # so no softmax row is empty (an all-masked row would give NaN and leak into real rows).
         real = seq != 0

@@ -111,6 +111,7 @@ def test_sasrec_learns_beats_popularity_and_writes_aligned_table(sci18_copy: Pat
     assert result["valid"]["recall@10"] > 5 * 10 / n_items  # far above random ranking
     assert result["valid"]["recall@10"] > popularity_valid_recall10(sci18_copy)
     assert set(result["test"]) == {"recall@5", "ndcg@5", "recall@10", "ndcg@10"}
+    assert result["test_skip_history"]["recall@10"] >= result["test"]["recall@10"]
     assert not (sci18_copy / "sasrec.ckpt.pt").exists()
 
 
