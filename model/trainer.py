@@ -308,19 +308,18 @@ class Trainer:
         cfg = self.cfg
         if cfg.finetune_epochs <= 0:
             return {}
-        if self.state["epoch"] == 0:  # fresh start: from the best joint checkpoint, new optimiser
+        resumed = self.sched_rec.state_dict() if self.state["epoch"] > 0 else None
+        if resumed is None:  # fresh start: from the best joint checkpoint, new optimiser
             self.set_codes(load_best(self.run_dir / BEST, self.model, self.tokenizer))
             for group in self.opt_rec.param_groups:
                 group["lr"] = cfg.lr_finetune
                 group["initial_lr"] = cfg.lr_finetune
             self.opt_rec.state.clear()
-            self.sched_rec = cosine_schedule(
-                self.opt_rec,
-                cfg.finetune_warmup_steps,
-                cfg.finetune_epochs * self.steps_per_epoch(),
-            )
-        else:  # resumed mid-finetune: last.pt held the finetune optimiser; rebuild its schedule
-            self.sched_rec = self._resumed_finetune_schedule()
+        self.sched_rec = cosine_schedule(
+            self.opt_rec, cfg.finetune_warmup_steps, cfg.finetune_epochs * self.steps_per_epoch()
+        )
+        if resumed is not None:  # last.pt held the finetune optimiser and schedule position
+            self.sched_rec.load_state_dict(resumed)
         for epoch in range(self.state["epoch"], cfg.finetune_epochs):
             record = self.train_epoch(epoch, "finetune", align=False)
             stop = (epoch + 1) % cfg.eval_step == 0 and self.validate(
@@ -332,16 +331,6 @@ class Trainer:
                 break
             self.save_last()
         return {"best_valid": self.state["best"]}
-
-    def _resumed_finetune_schedule(self) -> torch.optim.lr_scheduler.LambdaLR:
-        state = self.sched_rec.state_dict()
-        sched = cosine_schedule(
-            self.opt_rec,
-            self.cfg.finetune_warmup_steps,
-            self.cfg.finetune_epochs * self.steps_per_epoch(),
-        )
-        sched.load_state_dict(state)
-        return sched
 
     def stage_test(self) -> dict:
         self.set_codes(load_best(self.run_dir / BEST, self.model, self.tokenizer))
