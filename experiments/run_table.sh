@@ -16,6 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash setup.sh
 PY=.venv/bin/python
+# idle OpenMP threads sleep instead of spinning: on 2 shared cores spinning wastes up to 10x CPU
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 SEEDS=${SEEDS:-"1 2 3"}
 PRESET=${PRESET:-config/cpu.yaml}
 LOCAL_STRIDE=${LOCAL_STRIDE:-4}

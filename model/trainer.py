@@ -103,6 +103,7 @@ class Trainer:
             self.opt_rec, cfg.warmup_steps, (cfg.epochs - n_tok) * steps
         )
         self.sched_id = cosine_schedule(self.opt_id, cfg.warmup_steps, n_tok * steps)
+        self.clock = time.perf_counter()  # this invocation's start, for ``time_budget_s``
         # only the modules are prepared (DDP when distributed); optimisers stay plain torch ones
         self.model_ddp, self.tokenizer_ddp = self.acc.prepare(self.model, self.tokenizer)
 
@@ -114,6 +115,15 @@ class Trainer:
 
     def is_tokenizer_epoch(self, epoch: int) -> bool:
         return self.cfg.cycle > 1 and epoch % self.cfg.cycle == 0
+
+    def out_of_time(self) -> bool:
+        """True once this invocation has trained for ``time_budget_s`` (0 = no limit): no further
+        epoch starts, and the test stage still runs on the best checkpoint so far."""
+        budget = self.cfg.time_budget_s
+        spent = budget > 0 and time.perf_counter() - self.clock > budget
+        if spent and self.main:
+            print(f"time budget of {budget} s spent: no further training epoch", flush=True)
+        return spent
 
     def log(self, record: dict) -> None:
         if not self.main:
@@ -283,6 +293,8 @@ class Trainer:
     def stage_joint(self) -> dict:
         cfg = self.cfg
         for epoch in range(self.state["epoch"], cfg.epochs):
+            if self.out_of_time():
+                break
             tok_epoch = self.is_tokenizer_epoch(epoch)
             record = self.train_epoch(
                 epoch, "tokenizer" if tok_epoch else "recommender", epoch >= cfg.warm_epoch
@@ -306,7 +318,7 @@ class Trainer:
 
     def stage_finetune(self) -> dict:
         cfg = self.cfg
-        if cfg.finetune_epochs <= 0:
+        if cfg.finetune_epochs <= 0 or self.out_of_time():
             return {}
         resumed = self.sched_rec.state_dict() if self.state["epoch"] > 0 else None
         if resumed is None:  # fresh start: from the best joint checkpoint, new optimiser
@@ -321,6 +333,8 @@ class Trainer:
         if resumed is not None:  # last.pt held the finetune optimiser and schedule position
             self.sched_rec.load_state_dict(resumed)
         for epoch in range(self.state["epoch"], cfg.finetune_epochs):
+            if epoch > self.state["epoch"] and self.out_of_time():
+                break
             record = self.train_epoch(epoch, "finetune", align=False)
             stop = (epoch + 1) % cfg.eval_step == 0 and self.validate(
                 record, epoch, cfg.finetune_early_stop
@@ -345,8 +359,10 @@ class Trainer:
     # ---------------------------------------------------------------- epochs
     def validate(self, record: dict, epoch: int, patience: int) -> bool:
         """Evaluate on valid; keep the best checkpoint; return True when it is time to stop."""
+        start = time.perf_counter()
         metrics = self.evaluate("valid", f"valid e{epoch}")
         record["valid"] = metrics
+        record["valid_seconds"] = round(time.perf_counter() - start, 2)
         if metrics[METRIC] > self.state["best"]:
             self.state.update(
                 best=metrics[METRIC], bad_evals=0, best_epoch=f"{record['stage']}:{epoch}"
