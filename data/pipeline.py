@@ -91,5 +91,5 @@ def run(cfg: Config) -> Path:
     if cfg.embeddings.kind != "none":
         from data.embeddings import build_item_embeddings
 
-        build_item_embeddings(folder, cfg.dataset, items, cfg.embeddings, seed=cfg.seed)
+        build_item_embeddings(folder, cfg.dataset, items, cfg.embeddings, cfg.seed, cfg.device)
     return folder

@@ -28,7 +28,7 @@ def main(argv: list[str]) -> None:
                 (folder / f"{name}.{split}.jsonl").resolve()
             )
         shutil.copy(folder / f"{name}.emb_map.json", scratch)
-        _, result = train_sasrec(Path(scratch), name, cfg.embeddings, seed)
+        _, result = train_sasrec(Path(scratch), name, cfg.embeddings, seed, cfg.device)
     result["seconds"] = result["train_seconds"]
     write_json(out, result)
 
