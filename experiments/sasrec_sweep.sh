@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 PARALLEL=${PARALLEL:-2}
 settings=$1 folder=$2 name=$3 out=$4
-work=$(mktemp -d)
+work=${SWEEP_WORK:-$(mktemp -d)}
+mkdir -p "$work"
 running=0
 while read -r label args; do
   [[ -z $label || $label == \#* ]] && continue
