@@ -253,3 +253,16 @@ def test_trainer_refuses_missing_embeddings(small_data: Path, tmp_path: Path) ->
     cfg = load_config("train", train_args(small_data, tmp_path, "x", "--semantic_emb=emb_999"))
     with pytest.raises(DataError, match="small_emb_999.npy"):
         Trainer(cfg, tmp_path / "x")
+
+
+def test_time_budget_stops_training_but_still_tests(small_data: Path, tmp_path: Path) -> None:
+    """A spent budget starts no epoch; the best checkpoint (here the untrained model, validated
+    once) is still tested, so a budgeted run always ends with test metrics."""
+    cfg = load_config("train", train_args(small_data, tmp_path, "b", "--time_budget_s=0.000001"))
+    run_dir = tmp_path / "b"
+    run_dir.mkdir()
+    metrics = Trainer(cfg, run_dir).run()
+    modes = [r.get("mode") for r in read_log(run_dir) if r.get("stage") != "tokenizer"]
+    assert modes == ["none"]  # only the fallback validation of the joint stage
+    assert metrics["users"] == len(load_split(small_data / "small", "small", "test"))
+    assert (run_dir / "test_metrics.json").exists()
