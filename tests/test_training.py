@@ -266,3 +266,19 @@ def test_time_budget_stops_training_but_still_tests(small_data: Path, tmp_path: 
     assert modes == ["none"]  # only the fallback validation of the joint stage
     assert metrics["users"] == len(load_split(small_data / "small", "small", "test"))
     assert (run_dir / "test_metrics.json").exists()
+
+
+def test_bf16_autocast_trains_close_to_float32(small_data: Path, tmp_path: Path) -> None:
+    """``bf16: true`` really changes the arithmetic (losses differ from float32) and stays close."""
+    losses = {}
+    for bf16 in ("false", "true"):
+        args = train_args(
+            small_data, tmp_path, bf16, f"--bf16={bf16}", "--epochs=2", "--max_eval_users=32"
+        )
+        run_dir = tmp_path / bf16
+        run_dir.mkdir()
+        Trainer(load_config("train", args), run_dir).run(stop_after="joint")
+        losses[bf16] = [r["code"] for r in read_log(run_dir) if r.get("mode") == "recommender"]
+    assert len(losses["true"]) == 1 and np.isfinite(losses["true"]).all()
+    assert losses["true"] != losses["false"]
+    assert np.allclose(losses["true"], losses["false"], rtol=0.05)
