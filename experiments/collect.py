@@ -2,6 +2,9 @@
 
     python experiments/collect.py --runs=runs/exp --out=results [--baseline=etegrec]
 
+Writes ``OUT/<tag>.md`` (the table), ``OUT/<tag>.json`` (every number) and ``OUT/<tag>/`` (each
+run's config, metrics log and test metrics; never checkpoints).
+
 Run folders are named ``<variant>-s<seed>`` (experiments/run_table.sh does this). For each
 variant: mean and standard deviation over seeds of the test metrics, the best validation NDCG@10
 and the training time, plus every seed's value; and a paired comparison with the baseline variant
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -22,9 +26,28 @@ METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
 NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
 
 
+SMALL_FILES = ("config.yaml", "metrics.jsonl", "test_metrics.json")
+
+
 def training_seconds(run_dir: Path) -> float:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return sum(json.loads(line).get("seconds", 0.0) for line in lines)
+    """Seconds of the training epochs and their validation passes (tokenizer pretraining and the
+    test pass are not logged with a duration)."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return sum(r.get("seconds", 0.0) + r.get("valid_seconds", 0.0) for r in records)
+
+
+def copy_small_files(runs: Path, dest: Path) -> None:
+    """Each run's config, metrics log and test metrics (not its checkpoints), for committing."""
+    for path in sorted(runs.iterdir()):
+        if not NAME.match(path.stem):
+            continue
+        if path.is_dir() and (path / "test_metrics.json").exists():
+            (dest / path.name).mkdir(parents=True, exist_ok=True)
+            for name in SMALL_FILES:
+                shutil.copy(path / name, dest / path.name / name)
+        elif path.suffix == ".json":
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, dest / path.name)
 
 
 def load_runs(runs: Path) -> dict[str, dict[int, dict]]:
@@ -150,6 +173,7 @@ def main(argv: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tag = args.get("tag", runs.name)
     (out / f"{tag}.json").write_text(json.dumps(summary, indent=1))
+    copy_small_files(runs, out / tag)
     text = markdown(summary, baseline)
     (out / f"{tag}.md").write_text(text)
     if "plot" in args:

@@ -1,0 +1,58 @@
+"""experiments/collect.py on hand-written run folders: means, spreads, the paired comparison, and
+which files are copied for committing."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from experiments import collect
+
+METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
+
+
+def fake_run(runs: Path, name: str, ndcg10: float, seconds: float) -> None:
+    run = runs / name
+    run.mkdir(parents=True)
+    test = {m: ndcg10 for m in METRICS} | {"best_valid_ndcg@10": ndcg10 + 0.01, "users": 10}
+    (run / "test_metrics.json").write_text(json.dumps(test))
+    log = [{"epoch": 0, "seconds": seconds, "valid_seconds": 6.0}, {"stage": "tokenizer"}]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in log) + "\n")
+    (run / "config.yaml").write_text("seed: 1\n")
+    (run / "last.pt").write_bytes(b"checkpoint")
+
+
+def test_table_numbers_and_copied_files(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    base, new = [0.030, 0.034, 0.032], [0.036, 0.037, 0.038]
+    for seed, (b, n) in enumerate(zip(base, new, strict=True), start=1):
+        fake_run(runs, f"etegrec-s{seed}", b, 54.0)
+        fake_run(runs, f"kw-simple-s{seed}", n, 114.0)
+    (runs / "sasrec-s1.json").write_text(
+        json.dumps({"test": {m: 0.06 for m in METRICS}, "valid": {"ndcg@10": 0.07}, "seconds": 60})
+    )
+    collect.main([f"--runs={runs}", f"--out={tmp_path / 'out'}", "--tag=t"])
+
+    summary = json.loads((tmp_path / "out" / "t.json").read_text())
+    kw = summary["kw-simple"]
+    assert kw["ndcg@10"]["mean"] == pytest.approx(statistics.fmean(new))
+    assert kw["ndcg@10"]["std"] == pytest.approx(statistics.stdev(new))
+    assert kw["train_minutes"]["mean"] == pytest.approx(2.0)  # (114 + 6) s
+    cmp = kw["vs_baseline_ndcg@10"]
+    diffs = [n - b for b, n in zip(base, new, strict=True)]
+    assert cmp["mean_diff"] == pytest.approx(statistics.fmean(diffs))
+    assert cmp["exceeds_2x_seed_std"] is (statistics.fmean(diffs) > 2 * statistics.stdev(base))
+    assert (
+        summary["sasrec"]["ndcg@10"]["std"] == 0.0
+        and "vs_baseline_ndcg@10" not in summary["sasrec"]
+    )
+
+    copied = tmp_path / "out" / "t"
+    assert sorted(p.name for p in (copied / "kw-simple-s2").iterdir()) == sorted(
+        collect.SMALL_FILES
+    )
+    assert (copied / "sasrec-s1.json").exists()
+    assert "| kw-simple | 3 |" in (tmp_path / "out" / "t.md").read_text()
