@@ -79,7 +79,7 @@ def train_phase(cfg, mode: str, steps: int) -> dict:
         x = semantic[batch["target_ids"]]
         if mode == "tokenizer":  # a tokenizer step after warm-up: frozen recommender + RQ-VAE
             with torch.no_grad():
-                rec = model.eval()(batch)  # the tokenizer phase runs in float32
+                rec = model.eval()(batch)  # float32 here, autocast in training with bf16
             out = tokenizer(x, seq_latent=rec["seq_latent"])
             loss = (
                 out["recon_loss"]

@@ -145,7 +145,7 @@ def sasrec_settings(ecfg: Config, seed: int, n_items: int, n_users: int) -> dict
 def load_checkpoint(path: Path, settings: dict) -> dict | None:
     if not path.exists():
         return None
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if ckpt["settings"] != settings:
         print(f"  {path.name} is from other settings; starting over")
         return None
@@ -196,6 +196,8 @@ def train_sasrec(
         model.load_state_dict(ckpt["model"])  # onto the model's device
         opt.load_state_dict(ckpt["opt"])
         torch.set_rng_state(ckpt["rng"])
+        if dev.type == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         state, best = ckpt["state"], ckpt["best"]
         print(f"  resuming SASRec after epoch {state['epoch']} from {ckpt_path}")
     print(f"  SASRec: {len(seqs):,} train sequences, {n_items:,} items, {len(valid[0]):,} valid")
@@ -221,7 +223,8 @@ def train_sasrec(
         save_checkpoint(
             ckpt_path,
             {"settings": settings, "model": model.state_dict(), "opt": opt.state_dict(),
-             "rng": torch.get_rng_state(), "state": state, "best": best},
+             "rng": torch.get_rng_state(), "state": state, "best": best,
+             "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None},
         )  # fmt: skip
     model.load_state_dict(best)
     result = {

@@ -7,8 +7,9 @@
 #
 # Deviations from the paper's schedule, forced by the budget: 40 alternating epochs (20 tokenizer +
 # 20 recommender) instead of 200, 10 finetune epochs instead of 100, 1000 warm-up steps instead of
-# 8000 (8000 would never finish warming up in 20 epochs of ~500 steps), validation every second
-# recommender epoch. Training stops starting epochs once BUDGET seconds are spent; the test pass
+# 8000 (the budget allows only a few recommender epochs of ~700 steps, all of them inside an
+# 8000-step warm-up), validation every second recommender epoch. The cosine schedule still spans
+# all 40 epochs, so within the budget the learning rate has barely started to decay. Training stops starting epochs once BUDGET seconds are spent; the test pass
 # then runs on the best checkpoint. If data/scientific/scientific_emb_256.npy exists (SASRec item
 # embeddings from `data_process.py --embeddings.kind=sasrec`), it is reused, not retrained.
 set -euo pipefail

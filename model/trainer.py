@@ -104,6 +104,7 @@ class Trainer:
         )
         self.sched_id = cosine_schedule(self.opt_id, cfg.warmup_steps, n_tok * steps)
         self.clock = time.perf_counter()  # this invocation's start, for ``time_budget_s``
+        self.budget_spent = False
         # only the modules are prepared (DDP when distributed); optimisers stay plain torch ones
         self.model_ddp, self.tokenizer_ddp = self.acc.prepare(self.model, self.tokenizer)
 
@@ -118,12 +119,19 @@ class Trainer:
 
     def out_of_time(self) -> bool:
         """True once this invocation has trained for ``time_budget_s`` (0 = no limit): no further
-        epoch starts, and the test stage still runs on the best checkpoint so far."""
+        epoch starts and the test stage runs on the best checkpoint so far; ``last.pt`` keeps the
+        stopped stage's position, so ``--resume`` goes on from there with a fresh budget. Every
+        process takes the same decision (any clock past the budget), so none waits on the others.
+        """
         budget = self.cfg.time_budget_s
-        spent = budget > 0 and time.perf_counter() - self.clock > budget
-        if spent and self.main:
-            print(f"time budget of {budget} s spent: no further training epoch", flush=True)
-        return spent
+        if self.budget_spent or budget <= 0:
+            return self.budget_spent
+        over = torch.tensor([float(time.perf_counter() - self.clock > budget)], device=self.device)
+        if float(self.acc.reduce(over, "sum")) > 0:
+            self.budget_spent = True
+            if self.main:
+                print(f"time budget of {budget} s spent: no further training epoch", flush=True)
+        return self.budget_spent
 
     def log(self, record: dict) -> None:
         if not self.main:
@@ -246,7 +254,11 @@ class Trainer:
             save_config(self.cfg.to_dict(), self.run_dir / "config.yaml")
         result: dict = {}
         for stage in STAGES[STAGES.index(self.state["stage"]) :]:
+            if self.budget_spent and stage != "test":
+                continue
             result = getattr(self, f"stage_{stage}")()
+            if self.budget_spent and stage != "test":
+                continue  # last.pt holds where this stage stopped
             nxt = STAGES.index(stage) + 1
             self.state.update(
                 stage=STAGES[nxt] if nxt < len(STAGES) else "done", epoch=0, bad_evals=0
@@ -292,8 +304,10 @@ class Trainer:
 
     def stage_joint(self) -> dict:
         cfg = self.cfg
+        unvalidated = False  # a recommender epoch ran since the last validation
         for epoch in range(self.state["epoch"], cfg.epochs):
             if self.out_of_time():
+                self.validate_before_stopping(unvalidated)
                 break
             tok_epoch = self.is_tokenizer_epoch(epoch)
             record = self.train_epoch(
@@ -301,7 +315,10 @@ class Trainer:
             )
             if tok_epoch:
                 record["codes"] = self.refresh_codes()
-            elif (epoch + 1) % cfg.eval_step == 0 or epoch == cfg.epochs - 1:
+            elif (epoch + 1) % cfg.eval_step != 0 and epoch != cfg.epochs - 1:
+                unvalidated = True
+            else:
+                unvalidated = False
                 stop = self.validate(record, epoch, cfg.early_stop)
                 if stop:
                     self.state["epoch"] = epoch + 1
@@ -332,13 +349,14 @@ class Trainer:
         )
         if resumed is not None:  # last.pt held the finetune optimiser and schedule position
             self.sched_rec.load_state_dict(resumed)
+        unvalidated = False
         for epoch in range(self.state["epoch"], cfg.finetune_epochs):
-            if epoch > self.state["epoch"] and self.out_of_time():
+            if self.out_of_time():
+                self.validate_before_stopping(unvalidated)
                 break
             record = self.train_epoch(epoch, "finetune", align=False)
-            stop = (epoch + 1) % cfg.eval_step == 0 and self.validate(
-                record, epoch, cfg.finetune_early_stop
-            )
+            unvalidated = (epoch + 1) % cfg.eval_step != 0
+            stop = not unvalidated and self.validate(record, epoch, cfg.finetune_early_stop)
             self.state["epoch"] = epoch + 1
             self.log(record)
             if stop:
@@ -357,6 +375,16 @@ class Trainer:
         return metrics
 
     # ---------------------------------------------------------------- epochs
+    def validate_before_stopping(self, unvalidated: bool) -> None:
+        """A budget stop must not discard trained epochs that were never validated: the current
+        state (after the last trained epoch) is validated and may become the best checkpoint."""
+        if unvalidated:
+            epoch = self.state["epoch"] - 1
+            record = {"stage": self.state["stage"], "epoch": epoch, "mode": "budget"}
+            self.validate(record, epoch, patience=10**9)
+            self.log(record)
+            self.save_last()
+
     def validate(self, record: dict, epoch: int, patience: int) -> bool:
         """Evaluate on valid; keep the best checkpoint; return True when it is time to stop."""
         start = time.perf_counter()

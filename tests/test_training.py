@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from config import load_config
 from data.batches import load_split_tensors
@@ -282,3 +283,40 @@ def test_bf16_autocast_trains_close_to_float32(small_data: Path, tmp_path: Path)
     assert len(losses["true"]) == 1 and np.isfinite(losses["true"]).all()
     assert losses["true"] != losses["false"]
     assert np.allclose(losses["true"], losses["false"], rtol=0.05)
+
+
+def test_budget_stop_mid_joint_validates_then_resumes(
+    small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget runs out after an unvalidated recommender epoch: that epoch is validated before
+    stopping, finetune is skipped, test runs, and ``--resume`` continues the joint stage from the
+    next epoch (not from finetune)."""
+    import types
+
+    import model.trainer as trainer_mod
+
+    clock = {"t": 0.0}  # a fake clock that jumps 100 s after each recommender epoch
+    monkeypatch.setattr(trainer_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock["t"]))
+    real_epoch = Trainer.train_epoch
+
+    def timed_epoch(self, epoch: int, mode: str, align: bool) -> dict:
+        record = real_epoch(self, epoch, mode, align)
+        clock["t"] += 100.0 if mode == "recommender" else 0.0
+        return record
+
+    monkeypatch.setattr(Trainer, "train_epoch", timed_epoch)
+    extra = ("--epochs=4", "--eval_step=4", "--max_eval_users=32", "--time_budget_s=50")
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    Trainer(load_config("train", train_args(small_data, tmp_path, "r", *extra)), run_dir).run()
+    joint = [(r["epoch"], r["mode"]) for r in read_log(run_dir) if r.get("stage") == "joint"]
+    assert joint == [(0, "tokenizer"), (1, "recommender"), (1, "budget")]
+    assert not any(r.get("stage") == "finetune" for r in read_log(run_dir))
+    assert (run_dir / "test_metrics.json").exists()
+    assert torch.load(run_dir / "last.pt", weights_only=False)["state"]["stage"] == "joint"
+
+    resumed = load_config("train", train_args(small_data, tmp_path, "r", *extra[:3]))
+    Trainer(resumed, run_dir).run()
+    log = read_log(run_dir)
+    assert [r["epoch"] for r in log if r.get("stage") == "joint"][3:] == [2, 3]
+    assert any(r.get("stage") == "finetune" for r in log)
