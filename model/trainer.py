@@ -476,7 +476,7 @@ class Trainer:
         return losses
 
     def autocast(self) -> torch.autocast:
-        """bfloat16 matmuls in the generator's training forward when ``bf16`` (about 1.9x the rows/s
+        """bfloat16 matmuls in the generator's training forward when ``bf16`` (1.4x the rows/s
         on CPUs with AVX512-BF16; weights, optimiser, losses and evaluation stay float32)."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
