@@ -1,6 +1,8 @@
 """Throughput and memory of training and evaluation at the paper's model size.
 
-    python bench/bench_model.py [--dataset=scientific] [--steps=8] [--eval_users=2048]
+    python bench/bench_model.py [--dataset=scientific] [--steps=8] [--eval_users=2048] [--KEY=VALUE]
+
+Any other ``--KEY=VALUE`` is a train config override (e.g. ``--max_batch_items=3072``).
 
 Paper configuration (config/default.yaml: T5 6+6 layers, d_model 128, 3x256 codes + collision
 token, batch 512, 20 beams, top 10) on the processed dataset's real histories. Item vectors are
@@ -11,7 +13,8 @@ every beam at every step (the seed's approach). ``train:recommender-bf16`` is th
 ``bf16: true`` (bfloat16 autocast). Training batches are the first ``--steps`` of an epoch's
 shuffled length buckets, a random sample of the epoch; throughput = their rows / their seconds
 (batch cost grows with history length, so a median of per-step rates would misstate an epoch).
-Prints a table.
+Each training phase ends with one untimed step on the epoch's heaviest batch, so its peak RSS is
+the epoch's worst case. Prints a table.
 """
 
 from __future__ import annotations
@@ -67,7 +70,9 @@ def train_phase(cfg, mode: str, steps: int) -> dict:
     splits, semantic, tokenizer, model, codes, _ = setup(cfg)
     train = splits["train"]
     rng = np.random.default_rng(0)
-    batches = bucketed_batches(train.lengths, cfg.batch_size, rng, cfg.max_batch_items)[: steps + 1]
+    epoch = bucketed_batches(train.lengths, cfg.batch_size, rng, cfg.max_batch_items)
+    heaviest = max(epoch, key=lambda b: len(b) * int(train.lengths[b].max()))
+    batches = [*epoch[: steps + 1], heaviest]  # the heaviest is untimed: peak RSS = worst case
     if mode == "padded":  # reference: every batch padded to the longest history
         train.lengths = np.full_like(train.lengths, cfg.max_his_len)
     opt_rec = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -105,7 +110,7 @@ def train_phase(cfg, mode: str, steps: int) -> dict:
             opt_rec.zero_grad()
             loss.backward()
             opt_rec.step()
-        if i > 0:  # first step warms up allocators
+        if 0 < i <= steps:  # the first step warms up allocators
             times.append(time.perf_counter() - start)
             rows.append(len(idx))
     return {
@@ -176,10 +181,13 @@ def eval_phase(cfg, mode: str, n_users: int) -> dict:
 
 def main() -> None:
     args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
+    own = {"phase", "n", "dataset", "threads", "steps", "eval_users", "naive_users"}
+    overrides = [f"--{k}={v}" for k, v in args.items() if k not in own]  # train config keys
     if "phase" in args:  # child process: one phase, JSON on stdout
         dataset = args.get("dataset", "scientific")
         cfg = load_config(
-            "train", [f"--dataset={dataset}", "--device=cpu", "--interest_fusion=false"]
+            "train",
+            [f"--dataset={dataset}", "--device=cpu", "--interest_fusion=false", *overrides],
         )
         torch.set_num_threads(int(args.get("threads", torch.get_num_threads())))
         kind, mode = args["phase"].split(":")
@@ -199,6 +207,7 @@ def main() -> None:
     results = []
     for phase, n in phases:
         cmd = [sys.executable, __file__, f"--phase={phase}", f"--n={n}", f"--dataset={dataset}"]
+        cmd += overrides
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), flush=True)

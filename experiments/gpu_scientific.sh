@@ -27,6 +27,7 @@ $PY data_process.py --dataset=scientific --interests.backend=none --embeddings.k
 rm -rf "$RUN"
 $PY train.py --dataset=scientific --interest_fusion=false --run_name=gpu-scientific \
   --epochs=40 --warm_epoch=10 --finetune_epochs=10 --warmup_steps=1000 --eval_step=4 \
+  --max_batch_items=4096 \
   --time_budget_s="$BUDGET" "$@"
 for f in metrics.jsonl test_metrics.json config.yaml curves.png; do
   if [[ -f $RUN/$f ]]; then cp "$RUN/$f" "$OUT/"; fi
