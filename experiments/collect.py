@@ -36,39 +36,43 @@ def training_seconds(run_dir: Path) -> float:
     return sum(r.get("seconds", 0.0) + r.get("valid_seconds", 0.0) for r in records)
 
 
+def finished(runs: Path) -> list[tuple[Path, str, int]]:
+    """(path, variant, seed) of each finished run folder (it has test metrics) and each
+    baseline's metrics file ``<variant>-s<seed>.json`` under ``runs``."""
+    out = []
+    for path in sorted(runs.iterdir()):
+        match = NAME.match(path.stem)
+        done = (path / "test_metrics.json").exists() if path.is_dir() else path.suffix == ".json"
+        if match and done:
+            out.append((path, match["variant"], int(match["seed"])))
+    return out
+
+
 def copy_small_files(runs: Path, dest: Path) -> None:
     """Each run's config, metrics log and test metrics (not its checkpoints), for committing."""
-    for path in sorted(runs.iterdir()):
-        if not NAME.match(path.stem):
-            continue
-        if path.is_dir() and (path / "test_metrics.json").exists():
+    for path, _, _ in finished(runs):
+        if path.is_dir():
             (dest / path.name).mkdir(parents=True, exist_ok=True)
             for name in SMALL_FILES:
                 shutil.copy(path / name, dest / path.name / name)
-        elif path.suffix == ".json":
+        else:
             dest.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, dest / path.name)
 
 
 def load_runs(runs: Path) -> dict[str, dict[int, dict]]:
     table: dict[str, dict[int, dict]] = {}
-    for path in sorted(runs.iterdir()):
-        match = NAME.match(path.stem)
-        if not match:
-            continue
-        variant, seed = match["variant"], int(match["seed"])
-        if path.is_dir() and (path / "test_metrics.json").exists():
+    for path, variant, seed in finished(runs):
+        if path.is_dir():
             test = json.loads((path / "test_metrics.json").read_text())
             row = {k: test[k] for k in METRICS}
             row["best_valid_ndcg@10"] = test["best_valid_ndcg@10"]
             row["train_minutes"] = training_seconds(path) / 60
-        elif path.suffix == ".json":  # a baseline's metrics file (SASRec)
+        else:  # a baseline's metrics file (SASRec)
             data = json.loads(path.read_text())
             row = {k: data["test"][k] for k in METRICS if k in data["test"]}
             row["best_valid_ndcg@10"] = data["valid"].get("ndcg@10")
             row["train_minutes"] = data.get("seconds", 0.0) / 60
-        else:
-            continue
         table.setdefault(variant, {})[seed] = row
     return table
 
