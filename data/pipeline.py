@@ -79,14 +79,15 @@ def run(cfg: Config) -> Path:
 
         all_rows = [r for split in SPLITS for r in rows[split]]
         interests, summary = annotate_rows(
-            all_rows, items, cfg.interests, resolve(cfg.interests.cache_dir)
+            all_rows, items, cfg.interests, resolve(cfg.interests.cache_dir), device=cfg.device
         )
         for row, found in zip(all_rows, interests, strict=True):
             row["interests"] = found
         for split in SPLITS:
             write_jsonl(split_path(folder, cfg.dataset, split, processed=True), rows[split])
         (folder / "interests_summary.json").write_text(json.dumps(summary, indent=1))
-        embed_interest_phrases(folder, cfg.dataset, interests, cfg.embeddings)
+        if cfg.interests.embed:
+            embed_interest_phrases(folder, cfg.dataset, interests, cfg.embeddings)
 
     if cfg.embeddings.kind != "none":
         from data.embeddings import build_item_embeddings

@@ -11,7 +11,11 @@
 #   kw-adaptive       + keyword interests, fusion "adaptive" (gated)
 #   llm-simple        + SmolLM2 interests (local backend, interests.stride=LOCAL_STRIDE); only with
 #                     WITH_LLM=1: SmolLM2 takes ~13 s per prompt on 2 CPU cores and scientific18 has
-#                     ~44k distinct prefixes (~11k at stride 4), i.e. days here.
+#                     ~44k distinct prefixes (4,141 at stride 8), i.e. days here. The README's row
+#                     used a cache filled on a GPU (experiments/gpu_local_interests.sh) and
+#                     LLM_ARGS=--interests.cache_only=true (rows whose prompt was not reached get none)
+#   kw-stride-simple  + keyword interests at the LLM's stride (with WITH_LLM=1): the control that
+#                     separates "LLM vs keywords" from "stale prefix vs every prefix"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash setup.sh
@@ -20,11 +24,13 @@ PY=.venv/bin/python
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 SEEDS=${SEEDS:-"1 2 3"}
 PRESET=${PRESET:-config/cpu.yaml}
-LOCAL_STRIDE=${LOCAL_STRIDE:-4}
+LOCAL_STRIDE=${LOCAL_STRIDE:-8}
+LLM_ARGS=${LLM_ARGS:-}
 WITH_LLM=${WITH_LLM:-0}
 RUNS=runs/exp18
 KW=data/exp18-keywords
 LLM=data/exp18-local
+KWS=data/exp18-keywords-stride$LOCAL_STRIDE
 mkdir -p "$RUNS"
 
 # 1. data: splits + keyword interests + SASRec item embeddings (the tokenizer's input, seed 2024)
@@ -34,9 +40,15 @@ if [[ ! -f $KW/scientific18/scientific18_emb_256.npy ]]; then
 fi
 # 2. the same splits with SmolLM2 interests; the item embeddings are shared, not retrained
 if [[ $WITH_LLM == 1 && ! -f $LLM/scientific18/scientific18.interest_emb.npy ]]; then
+  # shellcheck disable=SC2086  # LLM_ARGS is a list of --key=value words
   $PY data_process.py --dataset=scientific18 --out_dir=$LLM --interests.backend=local \
-    --interests.stride="$LOCAL_STRIDE" --embeddings.kind=none
+    --interests.stride="$LOCAL_STRIDE" --embeddings.kind=none $LLM_ARGS
   cp $KW/scientific18/scientific18_emb_256.npy $LLM/scientific18/
+fi
+if [[ $WITH_LLM == 1 && ! -f $KWS/scientific18/scientific18.interest_emb.npy ]]; then
+  $PY data_process.py --dataset=scientific18 --out_dir="$KWS" --interests.backend=keywords \
+    --interests.stride="$LOCAL_STRIDE" --embeddings.kind=none
+  cp $KW/scientific18/scientific18_emb_256.npy "$KWS"/scientific18/
 fi
 
 train() {  # variant seed data_dir extra...
@@ -62,6 +74,7 @@ for seed in $SEEDS; do
   train kw-adaptive "$seed" $KW --interest_fusion=true --fusion_type=adaptive
   if [[ $WITH_LLM == 1 ]]; then
     train llm-simple "$seed" $LLM --interest_fusion=true --fusion_type=simple
+    train kw-stride-simple "$seed" "$KWS" --interest_fusion=true --fusion_type=simple
   fi
 done
 

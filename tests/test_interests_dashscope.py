@@ -90,6 +90,21 @@ def test_success_wire_format_prompts_and_cache(server, data, tmp_path: Path, cap
     assert summary2["cached"] == 8 and summary2["calls_needed"] == 0
 
 
+def test_cache_only_makes_no_call_and_counts_the_rest(server, data, tmp_path: Path) -> None:
+    """A partial cache (say, from a GPU run that ran out of time) is used as it is."""
+    rows, items = data[0][:6], data[1]
+    srv = server()
+    first, _ = annotate_rows(rows[:3], items, icfg(), tmp_path, show_progress=False)
+    assert len(srv.requests) == 3
+    found, summary = annotate_rows(
+        rows, items, icfg(cache_only=True), tmp_path, show_progress=False
+    )
+    assert len(srv.requests) == 3  # nothing asked
+    assert found[:3] == first and found[3:] == [[], [], []]
+    assert summary["cached"] == 3 and summary["not_computed"] == 3
+    assert summary["calls_needed"] == 0 and summary["rows_without_interests"] == 3
+
+
 def test_concurrency_is_bounded(server, data, tmp_path: Path) -> None:
     rows, items = data[0][:9], data[1]
     srv = server(delay_s=0.2)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from config import load_config
 from data.interests import make_extractor
@@ -23,7 +24,7 @@ TEST_ROWS = (1, 500)  # real test-split histories: workshop tools; electrical ta
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Convert the GGUF once for the module (about 21 s); later loads read the copy."""
     folder = tmp_path_factory.mktemp("interests-cache")
-    load_model(folder)
+    load_model(folder, torch.device("cpu"))
     return folder
 
 
@@ -32,7 +33,7 @@ def test_converted_copy_is_plain_and_fast_to_load(cache_dir: Path) -> None:
     assert (copy / "model.safetensors").is_file()
     assert "quantization_config" not in json.loads((copy / "config.json").read_text())
     start = time.perf_counter()
-    tokenizer, model = load_model(cache_dir)
+    tokenizer, model = load_model(cache_dir, torch.device("cpu"))
     assert time.perf_counter() - start < 10  # about 0.4 s idle; the GGUF path takes about 21 s
     assert tokenizer.padding_side == "left" and model.config.vocab_size == len(tokenizer)
 

@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from config import Config
+from data.embeddings import resolve_device
 from data.interests.base import ECHOES, FatalError, LLMExtractor
 from data.interests.parse import parse_interests
 from data.interests.prompt import Messages
@@ -59,8 +60,11 @@ def model_name(gguf: Path) -> str:
     return gguf.name.split(".")[0]  # SmolLM2-135M-Instruct.Q4_1.gguf -> SmolLM2-135M-Instruct
 
 
-def load_model(cache_dir: Path) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
-    """Tokenizer and fp32 model; converted from GGUF once, then read from the safetensors copy."""
+def load_model(
+    cache_dir: Path, device: torch.device
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """Tokenizer and model (fp32 on CPU, bf16 on a GPU, where fp32 prefill costs several times
+    more); converted from GGUF once, then read from the safetensors copy."""
     gguf = find_gguf()
     copy = cache_dir / model_name(gguf)
     if not copy.is_dir():
@@ -79,7 +83,10 @@ def load_model(cache_dir: Path) -> tuple[PreTrainedTokenizerBase, PreTrainedMode
         tmp.replace(copy)  # a folder under this name is always complete
     tokenizer = AutoTokenizer.from_pretrained(copy)
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(copy, dtype=torch.float32).eval()
+    if tokenizer.pad_token is None:  # older transformers read no pad token from the GGUF
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(copy, dtype=dtype).to(device).eval()
     return tokenizer, model
 
 
@@ -111,9 +118,10 @@ class _Grounded(LogitsProcessor):
 class LocalExtractor(LLMExtractor):
     backend = "local"
 
-    def __init__(self, icfg: Config, cache_dir: Path) -> None:
+    def __init__(self, icfg: Config, cache_dir: Path, device: str = "cpu") -> None:
         super().__init__(icfg, model_name(find_gguf()))
         self.cache_dir = cache_dir
+        self.device = resolve_device(device)
         self.batch_size = max(1, int(icfg.local_batch_size))
         self.max_new_tokens = int(icfg.local_max_new_tokens)
         self.parallelism = 2 * self.batch_size  # one batch generating, the next one queued
@@ -183,10 +191,10 @@ class LocalExtractor(LLMExtractor):
     def _generate(self, batch: list[tuple[Messages, int]]) -> list[str]:
         """Replies in input order; prompts on the same attempt share one ``generate`` call."""
         if self._model is None:
-            self._tokenizer, self._model = load_model(self.cache_dir)
+            self._tokenizer, self._model = load_model(self.cache_dir, self.device)
             vocab = range(self._model.config.vocab_size)
             newlines = [i for i in vocab if "\n" in self._tokenizer.decode([i])]
-            self._newlines = torch.tensor(newlines)
+            self._newlines = torch.tensor(newlines, device=self.device)
         replies: dict[int, str] = {}
         for attempt in sorted({a for _, a in batch}):
             members = [i for i, (_, a) in enumerate(batch) if a == attempt]
@@ -201,10 +209,10 @@ class LocalExtractor(LLMExtractor):
             + PREFILL
             for m in prompts
         ]
-        enc = self._tokenizer(texts, return_tensors="pt", padding=True)
+        enc = self._tokenizer(texts, return_tensors="pt", padding=True).to(self.device)
         prompt_len = enc.input_ids.shape[1]
         grounded = _Grounded(
-            allowed=torch.stack([self._allowed(m) for m in prompts]),
+            allowed=torch.stack([self._allowed(m) for m in prompts]).to(self.device),
             prompt_len=prompt_len,
             newlines=self._newlines,
             eos=self._tokenizer.eos_token_id,

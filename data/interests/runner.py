@@ -29,8 +29,9 @@ Extractor = KeywordExtractor | LLMExtractor
 MAX_EXAMPLE_ERRORS = 3
 
 
-def make_extractor(icfg: Config, cache_dir: Path | None = None) -> Extractor:
-    """The backend ``icfg.backend`` names; heavy libraries load only for the one chosen."""
+def make_extractor(icfg: Config, cache_dir: Path | None = None, device: str = "cpu") -> Extractor:
+    """The backend ``icfg.backend`` names; heavy libraries load only for the one chosen.
+    ``device`` (the shared config key) is where the ``local`` model runs."""
     backend = icfg.backend
     if backend == "keywords":
         return KeywordExtractor(icfg)
@@ -41,7 +42,7 @@ def make_extractor(icfg: Config, cache_dir: Path | None = None) -> Extractor:
     if backend == "local":
         from data.interests.local_llm import LocalExtractor
 
-        return LocalExtractor(icfg, cache_dir or resolve(icfg.cache_dir))
+        return LocalExtractor(icfg, cache_dir or resolve(icfg.cache_dir), device)
     raise InterestError(
         f"interests.backend: unknown backend '{backend}' (dashscope | local | keywords)"
     )
@@ -78,6 +79,7 @@ async def _with_llm(
     items: dict[str, dict],
     cache_dir: Path,
     show_progress: bool,
+    cache_only: bool = False,
 ) -> tuple[dict[Window, list[str]], dict]:
     prompts: dict[str, Messages] = {}
     key_of: dict[Window, str] = {}
@@ -88,9 +90,12 @@ async def _with_llm(
             prompts[key_of[window]] = messages
     cache = ResultCache(cache_dir / (re.sub(r"[^\w.-]+", "-", ext.label) + ".jsonl"))
     todo = [k for k in prompts if k not in cache.done]
+    missing = len(todo) if cache_only else 0
+    todo = [] if cache_only else todo
     print(
         f"[interests] {ext.label}: {len(windows):,} distinct histories, {len(prompts):,} prompts, "
-        f"{len(prompts) - len(todo):,} cached -> {len(todo):,} LLM calls to make"
+        f"{len(cache.done.keys() & prompts.keys()):,} cached -> {len(todo):,} LLM calls to make"
+        + (f" (cache_only: {missing:,} uncached prompts left without interests)" if missing else "")
     )
     counts: Counter[str] = Counter()
     errors: list[str] = []
@@ -127,7 +132,8 @@ async def _with_llm(
     summary = {
         "model": ext.model,
         "calls_needed": len(todo),
-        "cached": len(prompts) - len(todo),
+        "cached": len(prompts) - len(todo) - missing,
+        "not_computed": missing,
         "succeeded": counts["succeeded"],
         "failed": counts["failed"],
         "short": counts["short"],
@@ -144,6 +150,7 @@ def annotate_rows(
     icfg: Config,
     cache_dir: Path,
     show_progress: bool = True,
+    device: str = "cpu",
 ) -> tuple[list[list[str]], dict]:
     """Interest phrases per row (``[]`` where extraction failed, counted in the summary)."""
     start = time.perf_counter()
@@ -151,12 +158,14 @@ def annotate_rows(
     if stride < 1:
         raise InterestError(f"interests.stride must be >= 1, got {stride}")
     windows = [prompt_window(r["inter_history"], stride, int(icfg.max_items)) for r in rows]
-    ext = make_extractor(icfg, cache_dir)
+    ext = make_extractor(icfg, cache_dir, device)
     distinct = set(windows) - {()}
     if isinstance(ext, KeywordExtractor):
         found, summary = _keywords(ext, distinct, items, show_progress)
     else:
-        found, summary = asyncio.run(_with_llm(ext, distinct, items, cache_dir, show_progress))
+        found, summary = asyncio.run(
+            _with_llm(ext, distinct, items, cache_dir, show_progress, bool(icfg.cache_only))
+        )
     interests = [list(found.get(w, [])) for w in windows]
     summary = {"backend": icfg.backend, **summary}
     summary["rows_without_interests"] = sum(1 for p in interests if not p)
