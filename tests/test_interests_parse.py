@@ -40,6 +40,13 @@ def test_parse_unclosed_tags_end_at_line_end() -> None:
     assert parse_interests(reply, 5) == ["soldering irons", "flux paste"]
 
 
+def test_parse_drops_stray_and_cut_off_tags() -> None:
+    """A reply stopped by the token limit ends inside a closing tag (seen from SmolLM2)."""
+    reply = "<interest>measure humidity</\n<interest>lab scales</item>\n<interest>glue <"
+    assert parse_interests(reply, 5) == ["measure humidity", "lab scales", "glue"]
+    assert parse_interests("<interest>Adhesives > Super Glue</interest>", 5) == ["super glue"]
+
+
 def test_parse_numbered_and_bulleted_lists() -> None:
     numbered = "1. Soldering irons\n2) Flux paste;\n3. **Desoldering pumps**"
     bulleted = "Interests:\n- soldering irons\n* flux paste\n\u2022 desoldering pumps"

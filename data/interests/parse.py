@@ -17,12 +17,13 @@ _TAG = re.compile(r"<interest>(.*?)(?=</interest>|<interest>|\n|$)", re.IGNORECA
 _LIST_ITEM = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*\u2022])\s+(.+)$", re.MULTILINE)
 _JSON_ARRAY = re.compile(r"\[.*\]", re.DOTALL)
 _BRACKETED = re.compile(r"\([^)]*\)|\[[^\]]*\]")
+_STRAY_TAG = re.compile(r"</?\w*>|<[^<>]*$")  # "</item>", or a tag cut off by the token limit
 _EDGE = " \t.,;:!?\"'`*_-\u201c\u201d\u2018\u2019"
 
 
 def normalise(phrase: str) -> str:
     """Lower-case, drop bracketed asides and markdown, keep the most specific level of a path."""
-    phrase = _BRACKETED.sub(" ", phrase.replace("**", " "))
+    phrase = _BRACKETED.sub(" ", _STRAY_TAG.sub(" ", phrase).replace("**", " "))
     phrase = phrase.rsplit(">", 1)[-1]  # "Adhesives > Super Glue" -> "super glue"
     phrase = re.sub(r"^\s*\d{1,2}[.)]\s+", "", phrase)  # a list number left inside a tag
     return " ".join(phrase.split()).strip(_EDGE).lower()
