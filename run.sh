@@ -30,5 +30,10 @@ mapfile -t data_args <<< "$routed"
 routed=$($PY -m config.route train "${args[@]}")
 mapfile -t train_args <<< "$routed"
 
-$PY data_process.py "${data_args[@]}"
-$PY train.py "${train_args[@]}"
+# Each step runs as a child that a signal to this script (timeout, kill, Ctrl-C) also stops: bash
+# would otherwise wait for a foreground child to finish before acting on the signal.
+child=0
+trap 'if ((child)); then kill -TERM "$child" 2>/dev/null; fi; exit 143' TERM INT HUP
+step() { "$@" & child=$!; wait "$child"; child=0; }
+step $PY data_process.py "${data_args[@]}"
+step $PY train.py "${train_args[@]}"
