@@ -504,7 +504,8 @@ def plot_curves(run_dir: Path) -> None:
         if pts:
             ax_loss.plot(*zip(*pts, strict=True), marker=".", label=f"{mode} epochs")
     ax_loss.set(xlabel="epoch (all stages)", ylabel="training loss", yscale="log")
-    ax_loss.legend()
+    if ax_loss.lines:  # a run stopped before its first epoch has no curve to label
+        ax_loss.legend()
     val = [(i, r["valid"][METRIC]) for i, r in enumerate(epochs) if r.get("valid")]
     if val:
         ax_val.plot(*zip(*val, strict=True), marker="o", color="tab:green")
