@@ -124,7 +124,10 @@ def train_epoch(
         inp, tgt = seq[:, :-1], seq[:, 1:]
         real = inp != 0  # left padding: a real input always has a real next item
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=ecfg.sasrec_bf16):
-            loss = model.loss(model(inp)[real], tgt[real], ecfg.sasrec_negatives, proposal)
+            hidden = model(inp)[real]
+            loss = model.loss(
+                hidden, tgt[real], ecfg.sasrec_negatives, proposal, ecfg.sasrec_label_smoothing
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

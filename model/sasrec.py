@@ -88,7 +88,12 @@ class SASRec(nn.Module):
         return hidden @ self.item_emb.weight[1:].T
 
     def loss(
-        self, hidden: torch.Tensor, targets: torch.Tensor, negatives: int, proposal: torch.Tensor
+        self,
+        hidden: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: int,
+        proposal: torch.Tensor,
+        label_smoothing: float = 0.0,
     ) -> torch.Tensor:
         """Next-item cross-entropy of ``hidden`` [N, dim] against item ids ``targets`` [N].
 
@@ -97,9 +102,14 @@ class SASRec(nn.Module):
         batch: the full softmax costs N x n_items dot products per step and dominates training on
         a large catalogue. Scores are corrected by -log q (Jean et al., 2015) so that often-drawn
         popular items are not over-counted; a draw that hits the target is masked out.
+        ``label_smoothing`` (full softmax only) spreads that share of the target over all items.
         """
         if not negatives:
-            return F.cross_entropy(self.scores(hidden), targets - 1)
+            return F.cross_entropy(
+                self.scores(hidden), targets - 1, label_smoothing=label_smoothing
+            )
+        if label_smoothing:
+            raise ValueError("sasrec_label_smoothing needs the full softmax (sasrec_negatives: 0)")
         log_q = proposal.log()
         neg = torch.multinomial(proposal, negatives, replacement=True) + 1
         pos_logit = (hidden * self.item_emb(targets)).sum(-1) - log_q[targets - 1]

@@ -184,6 +184,20 @@ def test_sampled_softmax_with_log_q_estimates_the_full_softmax() -> None:
     assert abs(sampled.item() - full.item() - np.log(k / 300)) > 0.3  # skew matters
 
 
+def test_label_smoothing_mixes_target_and_uniform_cross_entropy() -> None:
+    torch.manual_seed(0)
+    model = SASRec(n_items=50, dim=8, layers=1, heads=1, maxlen=5, dropout=0.0)
+    hidden, targets = 5 * torch.randn(16, 8), torch.randint(1, 51, (16,))
+    proposal = torch.full((50,), 1 / 50)
+    with torch.no_grad():
+        logp = model.scores(hidden).log_softmax(-1)
+        nll = -logp.gather(1, (targets - 1)[:, None]).mean()
+        smoothed = model.loss(hidden, targets, 0, proposal, label_smoothing=0.2)
+    assert abs(smoothed.item() - (0.8 * nll - 0.2 * logp.mean()).item()) < 1e-5
+    with pytest.raises(ValueError, match="full softmax"):
+        model.loss(hidden, targets, 10, proposal, label_smoothing=0.2)
+
+
 def test_encode_texts_encodes_each_text_once_across_calls(tmp_path: Path, fake_encoder) -> None:
     cache = tmp_path / "cache" / "texts"
     first = text_embedding.encode_texts(["gloves", "beakers", "gloves"], cache)
