@@ -16,6 +16,8 @@
 #                     LLM_ARGS=--interests.cache_only=true (rows whose prompt was not reached get none)
 #   kw-stride-simple  + keyword interests at the LLM's stride (with WITH_LLM=1): the control that
 #                     separates "LLM vs keywords" from "stale prefix vs every prefix"
+#   kw-matched-simple + the same, kept only on the rows the LLM row has interests for
+#                     (experiments/match_coverage.py): LLM vs keyword phrases, all else equal
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash setup.sh
@@ -31,6 +33,7 @@ RUNS=runs/exp18
 KW=data/exp18-keywords
 LLM=data/exp18-local
 KWS=data/exp18-keywords-stride$LOCAL_STRIDE
+KWM=data/exp18-kw-matched
 mkdir -p "$RUNS"
 
 # 1. data: splits + keyword interests + SASRec item embeddings (the tokenizer's input, seed 2024)
@@ -49,6 +52,10 @@ if [[ $WITH_LLM == 1 && ! -f $KWS/scientific18/scientific18.interest_emb.npy ]];
   $PY data_process.py --dataset=scientific18 --out_dir="$KWS" --interests.backend=keywords \
     --interests.stride="$LOCAL_STRIDE" --embeddings.kind=none
   cp $KW/scientific18/scientific18_emb_256.npy "$KWS"/scientific18/
+fi
+if [[ $WITH_LLM == 1 && ! -f $KWM/scientific18/scientific18_emb_256.npy ]]; then
+  PYTHONPATH=. $PY experiments/match_coverage.py --source="$KWS"/scientific18 \
+    --like=$LLM/scientific18 --name=scientific18 --out=$KWM
 fi
 
 train() {  # variant seed data_dir extra...
@@ -75,6 +82,7 @@ for seed in $SEEDS; do
   if [[ $WITH_LLM == 1 ]]; then
     train llm-simple "$seed" $LLM --interest_fusion=true --fusion_type=simple
     train kw-stride-simple "$seed" "$KWS" --interest_fusion=true --fusion_type=simple
+    train kw-matched-simple "$seed" $KWM --interest_fusion=true --fusion_type=simple
   fi
 done
 
