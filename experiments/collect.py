@@ -107,7 +107,8 @@ def summarise(table: dict[str, dict[int, dict]], baseline: str) -> dict:
                 "mean_diff": d_mean,
                 "std_diff": d_std,
                 "relative": d_mean / statistics.fmean(base[s]["ndcg@10"] for s in common),
-                "exceeds_2x_seed_std": d_mean > 2 * spread,
+                "exceeds_2x_seed_std": d_mean > 2 * spread,  # a gain beyond the spread
+                "below_2x_seed_std": d_mean < -2 * spread,  # a loss beyond it
             }
         out[variant] = summary
     return out
@@ -128,7 +129,13 @@ def markdown(summary: dict, baseline: str) -> str:
         cmp = s.get("vs_baseline_ndcg@10")
         verdict = (
             f"{cmp['mean_diff']:+.4f} ({cmp['relative']:+.1%}) ± {cmp['std_diff']:.4f}"
-            + (" **> 2σ**" if cmp["exceeds_2x_seed_std"] else " (within spread)")
+            + (
+                " **> 2σ**"
+                if cmp["exceeds_2x_seed_std"]
+                else " **worse, > 2σ**"
+                if cmp["below_2x_seed_std"]
+                else " (within spread)"
+            )
             if cmp
             else "–"
         )

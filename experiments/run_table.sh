@@ -18,6 +18,7 @@
 #                     separates "LLM vs keywords" from "stale prefix vs every prefix"
 #   kw-matched-simple + the same, kept only on the rows the LLM row has interests for
 #                     (experiments/match_coverage.py): LLM vs keyword phrases, all else equal
+#   kw-stride-adaptive  kw-stride-simple with the gated fusion: can the gate shut stale interests out?
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash setup.sh
@@ -83,6 +84,7 @@ for seed in $SEEDS; do
     train llm-simple "$seed" $LLM --interest_fusion=true --fusion_type=simple
     train kw-stride-simple "$seed" "$KWS" --interest_fusion=true --fusion_type=simple
     train kw-matched-simple "$seed" $KWM --interest_fusion=true --fusion_type=simple
+    train kw-stride-adaptive "$seed" "$KWS" --interest_fusion=true --fusion_type=adaptive
   fi
 done
 

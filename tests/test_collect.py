@@ -27,10 +27,11 @@ def fake_run(runs: Path, name: str, ndcg10: float, seconds: float) -> None:
 
 def test_table_numbers_and_copied_files(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    base, new = [0.030, 0.034, 0.032], [0.036, 0.037, 0.038]
-    for seed, (b, n) in enumerate(zip(base, new, strict=True), start=1):
+    base, new, worse = [0.030, 0.034, 0.032], [0.036, 0.037, 0.038], [0.024, 0.025, 0.026]
+    for seed, (b, n, w) in enumerate(zip(base, new, worse, strict=True), start=1):
         fake_run(runs, f"etegrec-s{seed}", b, 54.0)
         fake_run(runs, f"kw-simple-s{seed}", n, 114.0)
+        fake_run(runs, f"kw-stale-s{seed}", w, 114.0)
     (runs / "sasrec-s1.json").write_text(
         json.dumps({"test": {m: 0.06 for m in METRICS}, "valid": {"ndcg@10": 0.07}, "seconds": 60})
     )
@@ -55,4 +56,7 @@ def test_table_numbers_and_copied_files(tmp_path: Path) -> None:
         collect.SMALL_FILES
     )
     assert (copied / "sasrec-s1.json").exists()
-    assert "| kw-simple | 3 |" in (tmp_path / "out" / "t.md").read_text()
+    table = (tmp_path / "out" / "t.md").read_text()
+    assert "| kw-simple | 3 |" in table
+    assert summary["kw-stale"]["vs_baseline_ndcg@10"]["below_2x_seed_std"] is True
+    assert "-0.0070 (-21.9%) ± 0.0017 **worse, > 2σ**" in table
