@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config import load_config  # noqa: E402
+from config import load_config, split_argv  # noqa: E402
 from data.batches import (  # noqa: E402
     bucketed_batches,
     load_dataset,
@@ -180,7 +180,7 @@ def eval_phase(cfg, mode: str, n_users: int) -> dict:
 
 
 def main() -> None:
-    args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
+    args = split_argv(sys.argv[1:])
     own = {"phase", "n", "dataset", "threads", "steps", "eval_users", "naive_users"}
     overrides = [f"--{k}={v}" for k, v in args.items() if k not in own]  # train config keys
     if "phase" in args:  # child process: one phase, JSON on stdout

@@ -22,6 +22,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from config import split_argv
+
 METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
 NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
 
@@ -175,7 +177,7 @@ def plot(summary: dict, path: Path, title: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    args = dict(a[2:].split("=", 1) for a in argv if a.startswith("--"))
+    args = split_argv(argv)
     runs, out = Path(args.get("runs", "runs/exp")), Path(args.get("out", "results"))
     baseline = args.get("baseline", "etegrec")
     summary = summarise(load_runs(runs), baseline)

@@ -14,12 +14,13 @@ import shutil
 import sys
 from pathlib import Path
 
+from config import split_argv
 from data.jsonl import DataError, write_jsonl
 from data.splits import SPLITS, load_split, split_path
 
 
 def main(argv: list[str]) -> None:
-    args = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+    args = split_argv(argv)
     source, like, name = Path(args["source"]), Path(args["like"]), args["name"]
     out = Path(args["out"]) / name
     out.mkdir(parents=True, exist_ok=True)

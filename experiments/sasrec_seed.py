@@ -12,13 +12,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from config import load_config
+from config import load_config, split_argv
 from data.embeddings import train_sasrec
 from data.jsonl import write_json
 
 
 def main(argv: list[str]) -> None:
-    args = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+    args = split_argv(argv)
     folder, name, seed = Path(args.pop("folder")), args.pop("name"), int(args.pop("seed"))
     out = Path(args.pop("out"))
     cfg = load_config("data_process", [f"--{k}={v}" for k, v in args.items()])

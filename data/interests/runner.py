@@ -89,12 +89,13 @@ async def _with_llm(
             key_of[window] = prompt_key(ext.backend, ext.model, messages)
             prompts[key_of[window]] = messages
     cache = ResultCache(cache_dir / (re.sub(r"[^\w.-]+", "-", ext.label) + ".jsonl"))
-    todo = [k for k in prompts if k not in cache.done]
-    missing = len(todo) if cache_only else 0
-    todo = [] if cache_only else todo
+    uncached = [k for k in prompts if k not in cache.done]
+    todo = [] if cache_only else uncached
+    missing = len(uncached) - len(todo)
+    cached = len(prompts) - len(uncached)
     print(
         f"[interests] {ext.label}: {len(windows):,} distinct histories, {len(prompts):,} prompts, "
-        f"{len(cache.done.keys() & prompts.keys()):,} cached -> {len(todo):,} LLM calls to make"
+        f"{cached:,} cached -> {len(todo):,} LLM calls to make"
         + (f" (cache_only: {missing:,} uncached prompts left without interests)" if missing else "")
     )
     counts: Counter[str] = Counter()
@@ -132,7 +133,7 @@ async def _with_llm(
     summary = {
         "model": ext.model,
         "calls_needed": len(todo),
-        "cached": len(prompts) - len(todo) - missing,
+        "cached": cached,
         "not_computed": missing,
         "succeeded": counts["succeeded"],
         "failed": counts["failed"],
