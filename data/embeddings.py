@@ -7,6 +7,7 @@ test targets never shape the codes the generator is later evaluated with.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -102,9 +103,25 @@ def negative_proposal(train: np.ndarray, n_items: int) -> torch.Tensor:
     return torch.from_numpy(0.5 / n_items + 0.5 * counts / counts.sum()).float()
 
 
+def lr_schedule(
+    opt: torch.optim.Optimizer, kind: str, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """``constant``, or ``cosine``: the rate falls to zero over ``sasrec_epochs``. Constant Adam
+    peaks early and then overfits from a noisy point; annealing lets the weights settle at the end
+    of a fixed, short budget (set ``sasrec_epochs`` to a few epochs past the constant-rate peak)."""
+    if kind == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / total_steps, 1.0)))
+        )
+    raise ValueError(f"embeddings.sasrec_schedule: unknown '{kind}' (constant | cosine)")
+
+
 def train_epoch(
     model: SASRec,
     opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
     train: np.ndarray,
     lengths: np.ndarray,
     proposal: torch.Tensor,
@@ -131,6 +148,7 @@ def train_epoch(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()
         total += loss.item() * int(real.sum())
         count += int(real.sum())
         bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
@@ -141,6 +159,8 @@ def sasrec_settings(ecfg: Config, seed: int, n_items: int, n_users: int) -> dict
     """What a checkpoint must match to be resumed: everything that shapes the weights (the epoch
     budget, patience and eval batch size may change between tries)."""
     free = {"sasrec_epochs", "sasrec_patience", "sasrec_eval_batch_size"}
+    if ecfg.sasrec_schedule != "constant":
+        free.remove("sasrec_epochs")  # the schedule's length shapes every step
     keys = {k: v for k, v in ecfg.items() if k.startswith("sasrec_") and k not in free}
     return keys | {"seed": seed, "n_items": n_items, "n_users": n_users}
 
@@ -191,6 +211,8 @@ def train_sasrec(
     opt = torch.optim.AdamW(
         model.parameters(), lr=ecfg.sasrec_lr, weight_decay=ecfg.sasrec_weight_decay, fused=True
     )
+    steps_per_epoch = math.ceil(len(lengths) / ecfg.sasrec_batch_size)
+    sched = lr_schedule(opt, ecfg.sasrec_schedule, steps_per_epoch * ecfg.sasrec_epochs)
     settings = sasrec_settings(ecfg, seed, n_items, len(seqs))
     ckpt_path = folder / "sasrec.ckpt.pt"
     state = {"epoch": 0, "best_ndcg": -1.0, "best_epoch": 0, "bad": 0, "log": [], "elapsed": 0.0}
@@ -198,6 +220,7 @@ def train_sasrec(
     if ckpt := load_checkpoint(ckpt_path, settings):
         model.load_state_dict(ckpt["model"])  # onto the model's device
         opt.load_state_dict(ckpt["opt"])
+        sched.load_state_dict(ckpt["sched"])
         torch.set_rng_state(ckpt["rng"])
         if dev.type == "cuda" and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
@@ -209,7 +232,7 @@ def train_sasrec(
         epoch = state["epoch"] + 1
         rng = np.random.default_rng([seed, epoch])  # per epoch, so a resumed run shuffles the same
         desc = f"sasrec epoch {epoch}"
-        loss = train_epoch(model, opt, train, lengths, proposal, ecfg, rng, desc)
+        loss = train_epoch(model, opt, sched, train, lengths, proposal, ecfg, rng, desc)
         metrics = evaluate(model, valid, ecfg.sasrec_eval_batch_size)
         if metrics["ndcg@10"] > state["best_ndcg"]:
             state.update(best_ndcg=metrics["ndcg@10"], best_epoch=epoch, bad=0)
@@ -226,6 +249,7 @@ def train_sasrec(
         save_checkpoint(
             ckpt_path,
             {"settings": settings, "model": model.state_dict(), "opt": opt.state_dict(),
+             "sched": sched.state_dict(),
              "rng": torch.get_rng_state(), "state": state, "best": best,
              "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None},
         )  # fmt: skip

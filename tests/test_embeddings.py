@@ -115,14 +115,16 @@ def test_sasrec_learns_beats_popularity_and_writes_aligned_table(sci18_copy: Pat
     assert not (sci18_copy / "sasrec.ckpt.pt").exists()
 
 
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_sasrec_resumes_after_interruption_without_repeating_epochs(
-    sci18_copy: Path, ecfg, monkeypatch
+    sci18_copy: Path, ecfg, monkeypatch, schedule: str
 ) -> None:
     cfg = ecfg(
         *TINY,
         "--embeddings.sasrec_dim=32",
         "--embeddings.sasrec_epochs=2",
         "--embeddings.sasrec_negatives=500",
+        f"--embeddings.sasrec_schedule={schedule}",  # cosine: the resumed rate must continue
     )
     straight, _ = embeddings.train_sasrec(sci18_copy, "scientific18", cfg, seed=3)
 
@@ -149,6 +151,20 @@ def test_sasrec_resumes_after_interruption_without_repeating_epochs(
     assert [e["epoch"] for e in result["log"]] == [1, 2]
     np.testing.assert_allclose(resumed, straight, atol=1e-6)
     assert not (sci18_copy / "sasrec.ckpt.pt").exists()
+
+
+def test_cosine_schedule_anneals_to_zero_and_unknown_kind_is_named() -> None:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    sched = embeddings.lr_schedule(opt, "cosine", total_steps=10)
+    rates = []
+    for _ in range(10):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates[0] == pytest.approx(0.5) and rates[5] == pytest.approx(0.25)
+    assert all(a > b for a, b in zip(rates, rates[1:])) and opt.param_groups[0]["lr"] < 1e-12
+    with pytest.raises(ValueError, match="sasrec_schedule.*'linear'"):
+        embeddings.lr_schedule(opt, "linear", total_steps=10)
 
 
 def test_sasrec_last_state_ignores_padding_and_the_future() -> None:

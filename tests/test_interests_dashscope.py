@@ -115,6 +115,16 @@ def test_concurrency_is_bounded(server, data, tmp_path: Path) -> None:
     assert srv.max_in_flight == 3
 
 
+def test_prompts_are_asked_shortest_first(server, data, tmp_path: Path) -> None:
+    """A batched backend pads to the longest prompt of a batch: similar lengths waste little."""
+    rows, items = data[0][:12], data[1]
+    srv = server()
+    annotate_rows(rows, items, icfg(concurrency=1), tmp_path, show_progress=False)
+    sizes = [sum(len(m["content"]) for m in p) for p in srv.prompts()]
+    assert len(sizes) > 3 and len(set(sizes)) > 1  # distinct lengths: the order means something
+    assert sizes == sorted(sizes)
+
+
 def test_throttled_then_success(server, data, tmp_path: Path) -> None:
     rows, items = data[0][:1], data[1]
     srv = server("429")
