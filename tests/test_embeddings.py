@@ -162,7 +162,8 @@ def test_cosine_schedule_anneals_to_zero_and_unknown_kind_is_named() -> None:
         opt.step()
         sched.step()
     assert rates[0] == pytest.approx(0.5) and rates[5] == pytest.approx(0.25)
-    assert all(a > b for a, b in zip(rates, rates[1:])) and opt.param_groups[0]["lr"] < 1e-12
+    assert all(a > b for a, b in zip(rates[:-1], rates[1:], strict=True))
+    assert opt.param_groups[0]["lr"] < 1e-12
     with pytest.raises(ValueError, match="sasrec_schedule.*'linear'"):
         embeddings.lr_schedule(opt, "linear", total_steps=10)
 
