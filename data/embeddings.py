@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from config import Config
+from data.device import resolve_device
 from data.jsonl import DataError, write_json
 from data.raw import Catalogue
 from data.splits import load_emb_map, load_split
@@ -179,13 +180,6 @@ def save_checkpoint(path: Path, ckpt: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(ckpt, tmp)
     os.replace(tmp, path)  # a crash mid-write keeps the previous epoch's checkpoint
-
-
-def resolve_device(setting: str) -> torch.device:
-    """The ``device`` config key: auto = the GPU when there is one."""
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
 
 
 def train_sasrec(

@@ -156,21 +156,24 @@ def test_scientific18_emb_map_and_text(scientific18_dir: Path) -> None:
     assert sum(bool(m["brand"]) for m in items.values()) == 4_332
 
 
-def test_data_process_script_prints_summary(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "data_process.py",
-            "--dataset=scientific18",
-            f"--out_dir={tmp_path}",
-            "--interests.backend=none",
-            "--embeddings.kind=none",
-        ],
+def data_process(*argv: str) -> subprocess.CompletedProcess:
+    """Run data_process.py as a user would, from the repository root."""
+    return subprocess.run(
+        [sys.executable, "data_process.py", *argv],
         check=False,
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=300,
+    )
+
+
+def test_data_process_script_prints_summary(tmp_path: Path) -> None:
+    out = data_process(
+        "--dataset=scientific18",
+        f"--out_dir={tmp_path}",
+        "--interests.backend=none",
+        "--embeddings.kind=none",
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -186,24 +189,10 @@ def test_data_process_script_prints_summary(tmp_path: Path) -> None:
 
 def test_data_process_script_reports_errors(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
-    out = subprocess.run(
-        [sys.executable, "data_process.py", f"--raw_dir={missing}", f"--out_dir={tmp_path}"],
-        check=False,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = data_process(f"--raw_dir={missing}", f"--out_dir={tmp_path}")
     assert out.returncode == 1
     assert out.stderr.strip() == f"error: {missing}: missing Scientific.inter.json"
-    bad = subprocess.run(
-        [sys.executable, "data_process.py", "--interests.strid=2"],
-        check=False,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = data_process("--interests.strid=2")
     assert bad.returncode == 1
     assert "unknown config key 'interests.strid'" in bad.stderr
 

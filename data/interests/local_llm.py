@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from config import Config
-from data.embeddings import resolve_device
+from data.device import resolve_device
 from data.interests.base import ECHOES, FatalError, LLMExtractor
 from data.interests.parse import parse_interests
 from data.interests.prompt import Messages
