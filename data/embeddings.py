@@ -157,11 +157,12 @@ def train_epoch(
 
 
 def sasrec_settings(ecfg: Config, seed: int, n_items: int, n_users: int) -> dict:
-    """What a checkpoint must match to be resumed: everything that shapes the weights (the epoch
-    budget, patience and eval batch size may change between tries)."""
-    free = {"sasrec_epochs", "sasrec_patience", "sasrec_eval_batch_size"}
-    if ecfg.sasrec_schedule != "constant":
-        free.remove("sasrec_epochs")  # the schedule's length shapes every step
+    """What a checkpoint must match to be resumed: everything that shapes the weights (patience,
+    the eval batch size and, under a constant rate, the epoch budget may change between tries;
+    a cosine schedule's length shapes every step)."""
+    free = {"sasrec_patience", "sasrec_eval_batch_size"}
+    if ecfg.sasrec_schedule == "constant":
+        free.add("sasrec_epochs")
     keys = {k: v for k, v in ecfg.items() if k.startswith("sasrec_") and k not in free}
     return keys | {"seed": seed, "n_items": n_items, "n_users": n_users}
 

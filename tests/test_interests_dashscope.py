@@ -17,7 +17,7 @@ import pytest
 from config import load_config
 from data.interests import InterestError, annotate_rows, make_extractor
 from data.interests.cache import ResultCache
-from data.interests.prompt import item_line, prompt_key
+from data.interests.prompt import item_line, prompt_chars, prompt_key
 from data.paths import REPO_ROOT
 from data.splits import load_items, load_split
 from tests.fake_dashscope import GENERATION_PATH, FakeDashScope, default_reply
@@ -120,7 +120,7 @@ def test_prompts_are_asked_shortest_first(server, data, tmp_path: Path) -> None:
     rows, items = data[0][:12], data[1]
     srv = server()
     annotate_rows(rows, items, icfg(concurrency=1), tmp_path, show_progress=False)
-    sizes = [sum(len(m["content"]) for m in p) for p in srv.prompts()]
+    sizes = [prompt_chars(p) for p in srv.prompts()]
     assert len(sizes) > 3 and len(set(sizes)) > 1  # distinct lengths: the order means something
     assert sizes == sorted(sizes)
 

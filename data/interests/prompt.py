@@ -87,6 +87,11 @@ def build_messages(
     ]
 
 
+def prompt_chars(messages: Messages) -> int:
+    """A prompt's length in characters: a cheap stand-in for its token count when ordering."""
+    return sum(len(m["content"]) for m in messages)
+
+
 def prompt_key(backend: str, model: str, messages: Messages) -> str:
     """Cache key: the same prompt to the same model is computed once, across runs."""
     text = json.dumps([backend, model, messages], ensure_ascii=False, sort_keys=True)

@@ -21,7 +21,7 @@ from config import Config
 from data.interests.base import InterestError, LLMExtractor
 from data.interests.cache import ResultCache
 from data.interests.keywords import KeywordExtractor, item_terms, rank
-from data.interests.prompt import Messages, prompt_key
+from data.interests.prompt import Messages, prompt_chars, prompt_key
 from data.paths import resolve
 
 Window = tuple[str, ...]
@@ -88,11 +88,12 @@ async def _with_llm(
         if messages:  # no item with text: nothing to ask, the rows get no interests
             key_of[window] = prompt_key(ext.backend, ext.model, messages)
             prompts[key_of[window]] = messages
-    prompt_size = {k: sum(len(m["content"]) for m in p) for k, p in prompts.items()}
     cache = ResultCache(cache_dir / (re.sub(r"[^\w.-]+", "-", ext.label) + ".jsonl"))
     # Shortest first: a batched backend pads each batch to its longest prompt, so similar lengths
     # waste little, and a run cut off early has finished the most prompts.
-    uncached = sorted((k for k in prompts if k not in cache.done), key=lambda k: prompt_size[k])
+    uncached = sorted(
+        (k for k in prompts if k not in cache.done), key=lambda k: prompt_chars(prompts[k])
+    )
     todo = [] if cache_only else uncached
     missing = len(uncached) - len(todo)
     cached = len(prompts) - len(uncached)
