@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import LogitsProcessor
 
 from config import load_config
 from data.interests import make_extractor
-from data.interests.local_llm import load_model
+from data.interests.local_llm import PREFILL, REPETITION_PENALTY, load_model, split_prompt
 from data.splits import load_items, load_split
 
 MODEL_DIR = "SmolLM2-135M-Instruct"
@@ -35,7 +36,7 @@ def test_converted_copy_is_plain_and_fast_to_load(cache_dir: Path) -> None:
     start = time.perf_counter()
     tokenizer, model = load_model(cache_dir, torch.device("cpu"))
     assert time.perf_counter() - start < 10  # about 0.4 s idle; the GGUF path takes about 21 s
-    assert tokenizer.padding_side == "left" and model.config.vocab_size == len(tokenizer)
+    assert model.config.vocab_size == len(tokenizer)
 
 
 def test_two_real_histories_get_five_grounded_interests(
@@ -75,3 +76,50 @@ def test_two_real_histories_get_five_grounded_interests(
         for phrase in phrases:
             assert phrase == phrase.strip().lower() and 0 < len(phrase.split()) <= 8
             assert any(w in text for w in re.findall(r"[a-z]{4,}", phrase)), phrase
+
+
+class _Rules(LogitsProcessor):
+    """The reference's grounding rules for HF ``generate``: the mask, and no end before 4 lines."""
+
+    def __init__(self, allowed: torch.Tensor, prompt_len: int, newlines: torch.Tensor, eos: int):
+        self.allowed, self.prompt_len, self.newlines, self.eos = allowed, prompt_len, newlines, eos
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.masked_fill(~self.allowed, float("-inf"))
+        made = torch.isin(input_ids[:, self.prompt_len :], self.newlines).sum(dim=1)
+        scores[made < 4, self.eos] = float("-inf")
+        return scores
+
+
+def test_shared_prefix_batch_decodes_as_generate_does_alone(
+    cache_dir: Path, scientific18_dir: Path
+) -> None:
+    """Prefix cache + middle padding + rows leaving the batch change nothing: the batched greedy
+    replies equal HF ``generate`` run on each full prompt alone (no cache reuse, no padding)."""
+    rows = load_split(scientific18_dir, "scientific18", "test")
+    items = load_items(scientific18_dir, "scientific18")
+    cfg = load_config("data_process").interests
+    cfg.update(backend="local", max_items=4, local_max_new_tokens=40)
+    ext = make_extractor(cfg, cache_dir)
+    prompts = [
+        ext.messages([items[t] for t in rows[i]["inter_history"]]) for i in (*TEST_ROWS, 3000)
+    ]
+    batched = ext._generate([(m, 0) for m in prompts])
+    tok, model = ext._tokenizer, ext._model
+    for messages, reply in zip(prompts, batched, strict=True):
+        head, tail = split_prompt(tok, messages)
+        ids = tok(head, add_special_tokens=False).input_ids
+        ids += tok(tail, add_special_tokens=False).input_ids
+        assert ids == tok(head + tail, add_special_tokens=False).input_ids  # the cut is clean
+        inp = torch.tensor([ids])
+        rules = _Rules(ext._allowed(messages)[None], len(ids), ext._newlines, tok.eos_token_id)
+        out = model.generate(
+            input_ids=inp,
+            attention_mask=torch.ones_like(inp),
+            max_new_tokens=40,
+            do_sample=False,
+            repetition_penalty=REPETITION_PENALTY,
+            logits_processor=[rules],
+            pad_token_id=tok.eos_token_id,
+        )
+        assert PREFILL + tok.decode(out[0, len(ids) :], skip_special_tokens=True) == reply

@@ -6,8 +6,9 @@ second. A model this small wanders off topic, invents products and stops after a
 so generation is grounded: the reply is prefilled with ``<interest>``, may only use tokens that
 occur in the history's own item text (plus the tags; no digits), may not end before it has one
 line per phrase, and phrases whose words are not the items' words are dropped. Retries sample
-(seeded by the attempt number) to add phrases greedy decoding did not find. Prompts are batched
-(left padding) and generation runs in a worker thread, so the event loop stays free.
+(seeded by the attempt number) to add phrases greedy decoding did not find. Prompts are batched;
+the chat head every prompt shares is encoded once (decode.PrefixDecoder), and generation runs in
+a worker thread, so the event loop stays free.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    LogitsProcessor,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -30,6 +30,7 @@ from transformers import (
 from config import Config
 from data.device import resolve_device
 from data.interests.base import ECHOES, FatalError, LLMExtractor
+from data.interests.decode import PrefixDecoder, Rules, Sampling
 from data.interests.parse import parse_interests
 from data.interests.prompt import Messages
 
@@ -82,37 +83,23 @@ def load_model(
         tokenizer.save_pretrained(tmp)
         tmp.replace(copy)  # a folder under this name is always complete
     tokenizer = AutoTokenizer.from_pretrained(copy)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:  # older transformers read no pad token from the GGUF
-        tokenizer.pad_token = tokenizer.eos_token
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(copy, dtype=dtype).to(device).eval()
     return tokenizer, model
 
 
+def split_prompt(tokenizer: PreTrainedTokenizerBase, messages: Messages) -> tuple[str, str]:
+    """The chat-formatted prompt (reply prefilled) cut where the shopper's own items begin:
+    the head is the same for every prompt, so it is encoded once (decode.PrefixDecoder)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text += PREFILL
+    cut = text.rindex(messages[-1]["content"])
+    return text[:cut], text[cut:]
+
+
 def item_text(messages: Messages) -> str:
     """The item lines of a prompt: what the reply may draw words from."""
     return "\n".join(line for line in messages[-1]["content"].splitlines() if line.startswith("- "))
-
-
-class _Grounded(LogitsProcessor):
-    """Masks each row's disallowed tokens, and the end of reply until it has ``lines`` line
-    breaks (one phrase per line): the small model likes to stop after one or two phrases."""
-
-    def __init__(
-        self, allowed: torch.Tensor, prompt_len: int, newlines: torch.Tensor, eos: int, lines: int
-    ) -> None:
-        self.allowed = allowed  # (batch, vocab) bool
-        self.prompt_len = prompt_len
-        self.newlines = newlines  # ids of tokens that contain a line break
-        self.eos = eos
-        self.lines = lines
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores = scores.masked_fill(~self.allowed, float("-inf"))
-        made = torch.isin(input_ids[:, self.prompt_len :], self.newlines).sum(dim=1)
-        scores[made < self.lines, self.eos] = float("-inf")
-        return scores
 
 
 class LocalExtractor(LLMExtractor):
@@ -128,6 +115,7 @@ class LocalExtractor(LLMExtractor):
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._model: PreTrainedModel | None = None
         self._newlines: torch.Tensor | None = None
+        self._decoders: dict[str, PrefixDecoder] = {}
         self._queue: list[tuple[Messages, int, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
 
@@ -189,7 +177,7 @@ class LocalExtractor(LLMExtractor):
         return grounded[: self.num_interests]
 
     def _generate(self, batch: list[tuple[Messages, int]]) -> list[str]:
-        """Replies in input order; prompts on the same attempt share one ``generate`` call."""
+        """Replies in input order; prompts on the same attempt share one decoding batch."""
         if self._model is None:
             self._tokenizer, self._model = load_model(self.cache_dir, self.device)
             vocab = range(self._model.config.vocab_size)
@@ -202,34 +190,31 @@ class LocalExtractor(LLMExtractor):
             replies.update(zip(members, texts, strict=True))
         return [replies[i] for i in range(len(batch))]
 
+    def _decoder(self, head: str) -> PrefixDecoder:
+        """The decoder holding ``head`` encoded (one per distinct head; in practice one)."""
+        if head not in self._decoders:
+            ids = self._tokenizer(head, add_special_tokens=False).input_ids
+            self._decoders[head] = PrefixDecoder(self._model, ids)
+        return self._decoders[head]
+
     def _generate_group(self, prompts: list[Messages], attempt: int) -> list[str]:
         """Attempt 0 decodes greedily; a retry samples, seeded by its attempt number."""
-        texts = [
-            self._tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
-            + PREFILL
-            for m in prompts
-        ]
-        enc = self._tokenizer(texts, return_tensors="pt", padding=True).to(self.device)
-        prompt_len = enc.input_ids.shape[1]
-        grounded = _Grounded(
-            allowed=torch.stack([self._allowed(m) for m in prompts]).to(self.device),
-            prompt_len=prompt_len,
-            newlines=self._newlines,
-            eos=self._tokenizer.eos_token_id,
-            lines=self.num_interests - 1,
-        )
-        sampling: dict = {"do_sample": False}
-        if attempt > 0:
-            torch.manual_seed(attempt)
-            sampling = {"do_sample": True, "temperature": TEMPERATURE, "top_p": TOP_P}
-        with torch.inference_mode():
-            out = self._model.generate(
-                **enc,
+        tokenizer = self._tokenizer
+        parts = [split_prompt(tokenizer, m) for m in prompts]
+        replies: list[str] = [""] * len(prompts)
+        for head in {h for h, _ in parts}:
+            members = [i for i, (h, _) in enumerate(parts) if h == head]
+            tails = [tokenizer(parts[i][1], add_special_tokens=False).input_ids for i in members]
+            rules = Rules(
+                eos=tokenizer.eos_token_id,
+                newlines=self._newlines,
+                min_lines=self.num_interests - 1,
                 max_new_tokens=self.max_new_tokens,
                 repetition_penalty=REPETITION_PENALTY,
-                logits_processor=[grounded],
-                pad_token_id=self._tokenizer.pad_token_id,
-                **sampling,
             )
-        replies = self._tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
-        return [PREFILL + r for r in replies]
+            sampling = Sampling(TEMPERATURE, TOP_P, seed=attempt) if attempt > 0 else None
+            allowed = torch.stack([self._allowed(prompts[i]) for i in members])
+            new = self._decoder(head).generate(tails, allowed, rules, sampling)
+            for i, ids in zip(members, new, strict=True):
+                replies[i] = PREFILL + tokenizer.decode(ids, skip_special_tokens=True)
+        return replies
