@@ -112,7 +112,9 @@ def test_shared_prefix_batch_decodes_as_generate_does_alone(
         ids += tok(tail, add_special_tokens=False).input_ids
         assert ids == tok(head + tail, add_special_tokens=False).input_ids  # the cut is clean
         inp = torch.tensor([ids])
-        rules = _Rules(ext._allowed(messages)[None], len(ids), ext._newlines, tok.eos_token_id)
+        rules = _Rules(
+            ext._allowed(messages)[None], len(ids), ext._rules.newlines, tok.eos_token_id
+        )
         out = model.generate(
             input_ids=inp,
             attention_mask=torch.ones_like(inp),

@@ -128,7 +128,6 @@ class PrefixDecoder:
         seen[row_of[real], ids[real]] = True
         allowed = allowed.to(self.device)
         lines = torch.zeros(rows, dtype=torch.long, device=self.device)
-        next_pos = positions[:, -1:] + 1
         cache = self._expanded_cache(rows)
         active = torch.arange(rows, device=self.device)  # original row of each batch slot
         out: list[list[int]] = [[] for _ in range(rows)]
@@ -152,9 +151,9 @@ class PrefixDecoder:
             scores = self._step_scores(logits, seen, allowed, lines, rules)
             token = self._pick(scores, sampling, gen)
             ended = token == rules.eos
-            for slot, row in enumerate(active.tolist()):
-                if not ended[slot]:
-                    out[row].append(int(token[slot]))
+            for row, t, end in zip(active.tolist(), token.tolist(), ended.tolist(), strict=True):
+                if not end:
+                    out[row].append(t)
             lines += torch.isin(token, rules.newlines).long()
             seen[torch.arange(len(token), device=self.device), token] = True
             keep = (~ended).nonzero().squeeze(1)
@@ -162,14 +161,13 @@ class PrefixDecoder:
                 break
             if len(keep) < len(active):  # finished rows leave the batch
                 cache.batch_select_indices(keep)
-                active, token, mask = active[keep], token[keep], mask[keep]
-                seen, allowed, lines, next_pos = (
-                    seen[keep],
-                    allowed[keep],
-                    lines[keep],
-                    next_pos[keep],
+                active, token, mask, step_pos = (
+                    active[keep],
+                    token[keep],
+                    mask[keep],
+                    step_pos[keep],
                 )
+                seen, allowed, lines = seen[keep], allowed[keep], lines[keep]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            step_ids, step_pos = token[:, None], next_pos
-            next_pos = next_pos + 1
+            step_ids, step_pos = token[:, None], step_pos[:, -1:] + 1
         return out

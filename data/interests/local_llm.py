@@ -114,7 +114,7 @@ class LocalExtractor(LLMExtractor):
         self.parallelism = 2 * self.batch_size  # one batch generating, the next one queued
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._model: PreTrainedModel | None = None
-        self._newlines: torch.Tensor | None = None
+        self._rules: Rules | None = None
         self._decoders: dict[str, PrefixDecoder] = {}
         self._queue: list[tuple[Messages, int, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
@@ -182,7 +182,13 @@ class LocalExtractor(LLMExtractor):
             self._tokenizer, self._model = load_model(self.cache_dir, self.device)
             vocab = range(self._model.config.vocab_size)
             newlines = [i for i in vocab if "\n" in self._tokenizer.decode([i])]
-            self._newlines = torch.tensor(newlines, device=self.device)
+            self._rules = Rules(
+                eos=self._tokenizer.eos_token_id,
+                newlines=torch.tensor(newlines, device=self.device),
+                min_lines=self.num_interests - 1,
+                max_new_tokens=self.max_new_tokens,
+                repetition_penalty=REPETITION_PENALTY,
+            )
         replies: dict[int, str] = {}
         for attempt in sorted({a for _, a in batch}):
             members = [i for i, (_, a) in enumerate(batch) if a == attempt]
@@ -202,19 +208,12 @@ class LocalExtractor(LLMExtractor):
         tokenizer = self._tokenizer
         parts = [split_prompt(tokenizer, m) for m in prompts]
         replies: list[str] = [""] * len(prompts)
+        sampling = Sampling(TEMPERATURE, TOP_P, seed=attempt) if attempt > 0 else None
         for head in {h for h, _ in parts}:
             members = [i for i, (h, _) in enumerate(parts) if h == head]
             tails = [tokenizer(parts[i][1], add_special_tokens=False).input_ids for i in members]
-            rules = Rules(
-                eos=tokenizer.eos_token_id,
-                newlines=self._newlines,
-                min_lines=self.num_interests - 1,
-                max_new_tokens=self.max_new_tokens,
-                repetition_penalty=REPETITION_PENALTY,
-            )
-            sampling = Sampling(TEMPERATURE, TOP_P, seed=attempt) if attempt > 0 else None
             allowed = torch.stack([self._allowed(prompts[i]) for i in members])
-            new = self._decoder(head).generate(tails, allowed, rules, sampling)
+            new = self._decoder(head).generate(tails, allowed, self._rules, sampling)
             for i, ids in zip(members, new, strict=True):
                 replies[i] = PREFILL + tokenizer.decode(ids, skip_special_tokens=True)
         return replies
