@@ -1,11 +1,13 @@
 """Time interest extraction: keywords on every row of a dataset, the local LLM on a small sample.
 
-    .venv/bin/python bench/bench_interests.py [--dataset=scientific18] [--sample 8] [--no-local]
+    .venv/bin/python bench/bench_interests.py [--dataset=scientific18] [--sample 8] [--no-local] \
+        [--interests.stride=8 ...]
 
 The dataset must be processed already (data_process.py). Keywords results go to a throwaway
 folder; the local model's converted copy is kept under ``interests.cache_dir`` (the first run
 converts the GGUF, about 21 s). The local figure is seconds per prompt at ``local_batch_size``,
-after one warm-up prompt, with nothing served from the result cache.
+after one warm-up prompt, with nothing served from the result cache, over prompts sampled evenly
+from the distinct windows a run at ``interests.stride`` asks about.
 """
 
 import argparse
@@ -14,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 # Idle OpenMP threads must sleep, not spin: on two cores shared with other work, spinning threads
@@ -24,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import Config, load_config  # noqa: E402
 from data.interests import annotate_rows, make_extractor  # noqa: E402
+from data.interests.runner import prompt_window  # noqa: E402
 from data.paths import dataset_dir, resolve  # noqa: E402
 from data.splits import SPLITS, load_items, load_split  # noqa: E402
 
@@ -52,9 +56,10 @@ def main(argv: list[str]) -> None:
     sample = args.sample
     icfg = Config({**cfg.interests, "backend": "local"})
     ext = make_extractor(icfg, resolve(icfg.cache_dir))
-    test = load_split(folder, cfg.dataset, "test")
-    step = max(1, len(test) // (sample + 1))
-    histories = [[items[t] for t in r["inter_history"]] for r in test[::step][: sample + 1]]
+    # the distinct prompt windows a run at ``interests.stride`` would ask about, evenly sampled
+    windows = sorted({prompt_window(r["inter_history"], icfg.stride, icfg.max_items) for r in rows})
+    step = max(1, len(windows) // (sample + 1))
+    histories = [[items[t] for t in w] for w in windows[::step][: sample + 1]]
 
     async def run() -> tuple[float, list]:
         start = time.perf_counter()
@@ -66,11 +71,12 @@ def main(argv: list[str]) -> None:
 
     seconds, outcomes = asyncio.run(run())
     full = sum(len(o.phrases) == icfg.num_interests for o in outcomes)
-    retries = sum(o.retries for o in outcomes)
+    retries = Counter(o.retries for o in outcomes)
     print(
         f"{ext.label}: {seconds / len(outcomes):.2f}s per prompt over {len(outcomes)} prompts "
-        f"(batch {icfg.local_batch_size}, {full} with {icfg.num_interests} phrases, "
-        f"{retries} retries)"
+        f"of {len(windows):,} at stride {icfg.stride} (batch {icfg.local_batch_size}, "
+        f"{full} with {icfg.num_interests} phrases; prompts by retries: "
+        f"{dict(sorted(retries.items()))})"
     )
     for history, outcome in zip(histories[1:4], outcomes, strict=False):
         print(f"  {history[-1]['title'][:60]!r} -> {outcome.phrases}")

@@ -14,6 +14,7 @@ from transformers import LogitsProcessor
 
 from config import load_config
 from data.interests import make_extractor
+from data.interests.decode import Rules
 from data.interests.local_llm import PREFILL, REPETITION_PENALTY, load_model, split_prompt
 from data.splits import load_items, load_split
 
@@ -79,15 +80,18 @@ def test_two_real_histories_get_five_grounded_interests(
 
 
 class _Rules(LogitsProcessor):
-    """The reference's grounding rules for HF ``generate``: the mask, and no end before 4 lines."""
+    """The reference's grounding rules for HF ``generate``: the mask, no end before 4 lines, no
+    bullet where a phrase begins."""
 
-    def __init__(self, allowed: torch.Tensor, prompt_len: int, newlines: torch.Tensor, eos: int):
-        self.allowed, self.prompt_len, self.newlines, self.eos = allowed, prompt_len, newlines, eos
+    def __init__(self, allowed: torch.Tensor, prompt_len: int, rules: Rules):
+        self.allowed, self.prompt_len, self.rules = allowed, prompt_len, rules
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         scores = scores.masked_fill(~self.allowed, float("-inf"))
-        made = torch.isin(input_ids[:, self.prompt_len :], self.newlines).sum(dim=1)
-        scores[made < 4, self.eos] = float("-inf")
+        made = torch.isin(input_ids[:, self.prompt_len :], self.rules.newlines).sum(dim=1)
+        scores[made < 4, self.rules.eos] = float("-inf")
+        starting = torch.isin(input_ids[:, -1], self.rules.phrase_starts)
+        scores[starting.nonzero(), self.rules.bullets] = float("-inf")
         return scores
 
 
@@ -112,9 +116,7 @@ def test_shared_prefix_batch_decodes_as_generate_does_alone(
         ids += tok(tail, add_special_tokens=False).input_ids
         assert ids == tok(head + tail, add_special_tokens=False).input_ids  # the cut is clean
         inp = torch.tensor([ids])
-        rules = _Rules(
-            ext._allowed(messages)[None], len(ids), ext._rules.newlines, tok.eos_token_id
-        )
+        rules = _Rules(ext._allowed(messages)[None], len(ids), ext._rules)
         out = model.generate(
             input_ids=inp,
             attention_mask=torch.ones_like(inp),
@@ -125,3 +127,23 @@ def test_shared_prefix_batch_decodes_as_generate_does_alone(
             pad_token_id=tok.eos_token_id,
         )
         assert PREFILL + tok.decode(out[0, len(ids) :], skip_special_tokens=True) == reply
+
+
+def test_sampled_rows_depend_on_their_seed_not_their_batch(
+    cache_dir: Path, scientific18_dir: Path
+) -> None:
+    """Retries on different attempts share one decoding batch; each sampled row draws from its
+    own seeded noise, so it gets the reply it would get alone, and greedy rows stay greedy."""
+    rows = load_split(scientific18_dir, "scientific18", "test")
+    items = load_items(scientific18_dir, "scientific18")
+    cfg = load_config("data_process").interests
+    cfg.update(backend="local", max_items=4, local_max_new_tokens=30)
+    ext = make_extractor(cfg, cache_dir)
+    a, b, c = (
+        ext.messages([items[t] for t in rows[i]["inter_history"]]) for i in (*TEST_ROWS, 3000)
+    )
+    mixed = ext._generate([(a, 0), (b, 3), (c, 5), (b, 0)])
+    assert mixed[0] == ext._generate([(a, 0)])[0]
+    assert mixed[1] == ext._generate([(b, 3)])[0]
+    assert mixed[2] == ext._generate([(c, 5)])[0]
+    assert mixed[1] != mixed[3]  # attempt 3 sampled: not the greedy reply

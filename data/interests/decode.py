@@ -9,8 +9,9 @@ sequence it would see alone. Rows leave the batch as soon as they end, so a batc
 rows need, not what its longest reply needs.
 
 The per-step rules match ``generate``'s processors applied in its order: repetition penalty over
-every token of the row so far (prompt included), then the caller's allowed-token mask and the
-"no end before ``min_lines`` line breaks" rule, then temperature and top-p when sampling.
+every token of the row so far (prompt included), then the caller's allowed-token mask, the
+"no end before ``min_lines`` line breaks" rule and "no list bullet where a phrase begins", then
+temperature and top-p when sampling.
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from transformers import DynamicCache, PreTrainedModel
 
 @dataclass(frozen=True)
 class Sampling:
-    """``None`` decodes greedily; otherwise sample, reproducibly, from ``seed``."""
+    """How rows with a seed sample; rows without one decode greedily."""
 
     temperature: float
     top_p: float
-    seed: int
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ class Rules:
     eos: int
     newlines: torch.Tensor  # ids of tokens that contain a line break
     min_lines: int  # line breaks a row must make before it may end
+    phrase_starts: torch.Tensor  # ids after which a phrase begins (line breaks, a tag's ">")
+    bullets: torch.Tensor  # ids a phrase may not begin with ("-"): a small model fills lines
+    # with empty bullets, copied from the prompt's item list, and the attempt is lost
     max_new_tokens: int
     repetition_penalty: float
 
@@ -75,6 +78,7 @@ class PrefixDecoder:
         seen: torch.Tensor,
         allowed: torch.Tensor,
         lines: torch.Tensor,
+        starting: torch.Tensor,
         rules: Rules,
     ) -> torch.Tensor:
         """Logits of the next token after the repetition penalty and the caller's rules."""
@@ -84,20 +88,35 @@ class PrefixDecoder:
         scores = torch.where(seen, penalised, logits)
         scores = scores.masked_fill(~allowed, float("-inf"))
         scores[lines < rules.min_lines, rules.eos] = float("-inf")
+        scores[starting.nonzero(), rules.bullets] = float("-inf")
         return scores
 
-    @staticmethod
-    def _pick(scores: torch.Tensor, sampling: Sampling | None, gen: torch.Generator | None):
-        if sampling is None:
-            return scores.argmax(dim=-1)
-        scores = scores / sampling.temperature
+    def _pick(
+        self,
+        scores: torch.Tensor,
+        sampling: Sampling | None,
+        noise: dict[int, torch.Generator],
+        rows: list[int],
+    ) -> torch.Tensor:
+        """Argmax for greedy rows; for a row with a generator in ``noise``, a draw from its
+        temperature/top-p distribution by the Gumbel-max trick, with noise from the row's own
+        generator: a row's draws depend on its seed alone, not on the rows it is batched with."""
+        token = scores.argmax(dim=-1)
+        slots = [i for i, row in enumerate(rows) if row in noise]
+        if not slots:
+            return token
+        scores = scores[slots] / sampling.temperature
         sorted_scores, order = scores.sort(dim=-1, descending=True)
         probs = sorted_scores.softmax(dim=-1)
         # drop a token when the more likely ones already hold top_p of the mass (keep the first)
-        drop = probs.cumsum(dim=-1) - probs > sampling.top_p
-        sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
-        choice = torch.multinomial(sorted_scores.softmax(dim=-1), 1, generator=gen)
-        return order.gather(-1, choice).squeeze(-1)
+        drop_sorted = probs.cumsum(dim=-1) - probs > sampling.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)  # back to vocab order
+        uniform = torch.stack(
+            [torch.rand(self._vocab, generator=noise[rows[i]], device=self.device) for i in slots]
+        )
+        gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
+        token[slots] = (scores.masked_fill(drop, float("-inf")) + gumbel).argmax(dim=-1)
+        return token
 
     @torch.inference_mode()
     def generate(
@@ -105,11 +124,14 @@ class PrefixDecoder:
         tails: list[list[int]],
         allowed: torch.Tensor,
         rules: Rules,
+        seeds: list[int | None] | None = None,
         sampling: Sampling | None = None,
     ) -> list[list[int]]:
         """New token ids for each prompt ``prefix_ids + tails[i]`` (the end token left out).
 
-        ``allowed`` is a (rows, vocab) bool mask of the tokens each row may generate.
+        ``allowed`` is a (rows, vocab) bool mask of the tokens each row may generate. Row ``i``
+        decodes greedily unless ``seeds[i]`` is an int: then it samples as ``sampling`` says, from
+        that seed. Greedy and sampled rows share one batch.
         """
         rows, prefix_len = len(tails), len(self.prefix_ids)
         width = max(len(t) for t in tails)
@@ -128,12 +150,17 @@ class PrefixDecoder:
         seen[row_of[real], ids[real]] = True
         allowed = allowed.to(self.device)
         lines = torch.zeros(rows, dtype=torch.long, device=self.device)
+        starting = torch.isin(ids[:, -1], rules.phrase_starts)  # the tails end with "<interest>"
         cache = self._expanded_cache(rows)
         active = torch.arange(rows, device=self.device)  # original row of each batch slot
         out: list[list[int]] = [[] for _ in range(rows)]
-        gen = None
-        if sampling is not None:
-            gen = torch.Generator(device=self.device).manual_seed(sampling.seed)
+        noise = {
+            row: torch.Generator(device=self.device).manual_seed(seed)
+            for row, seed in enumerate(seeds or [])
+            if seed is not None
+        }
+        if noise and sampling is None:
+            raise ValueError("seeded rows need sampling settings (temperature, top_p)")
         step_ids, step_pos = ids, positions
         for _ in range(rules.max_new_tokens):
             logits = (
@@ -148,13 +175,15 @@ class PrefixDecoder:
                 .logits[:, -1, :]
                 .float()
             )
-            scores = self._step_scores(logits, seen, allowed, lines, rules)
-            token = self._pick(scores, sampling, gen)
+            scores = self._step_scores(logits, seen, allowed, lines, starting, rules)
+            slots = active.tolist()
+            token = self._pick(scores, sampling, noise, slots)
             ended = token == rules.eos
-            for row, t, end in zip(active.tolist(), token.tolist(), ended.tolist(), strict=True):
+            for row, t, end in zip(slots, token.tolist(), ended.tolist(), strict=True):
                 if not end:
                     out[row].append(t)
             lines += torch.isin(token, rules.newlines).long()
+            starting = torch.isin(token, rules.phrase_starts)
             seen[torch.arange(len(token), device=self.device), token] = True
             keep = (~ended).nonzero().squeeze(1)
             if len(keep) == 0:
@@ -168,6 +197,7 @@ class PrefixDecoder:
                     step_pos[keep],
                 )
                 seen, allowed, lines = seen[keep], allowed[keep], lines[keep]
+                starting = starting[keep]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             step_ids, step_pos = token[:, None], step_pos[:, -1:] + 1
         return out

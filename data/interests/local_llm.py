@@ -5,10 +5,10 @@ re-saves a plain safetensors copy under the cache folder, which later loads in w
 second. A model this small wanders off topic, invents products and stops after a phrase or two,
 so generation is grounded: the reply is prefilled with ``<interest>``, may only use tokens that
 occur in the history's own item text (plus the tags; no digits), may not end before it has one
-line per phrase, and phrases whose words are not the items' words are dropped. Retries sample
-(seeded by the attempt number) to add phrases greedy decoding did not find. Prompts are batched;
-the chat head every prompt shares is encoded once (decode.PrefixDecoder), and generation runs in
-a worker thread, so the event loop stays free.
+line per phrase nor open a phrase with a list bullet, and phrases whose words are not the items'
+words are dropped. Retries sample (seeded by the attempt number) to add phrases greedy decoding
+did not find. Prompts are batched; the chat head every prompt shares is encoded once
+(decode.PrefixDecoder), and generation runs in a worker thread, so the event loop stays free.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ TAGS = ("<interest>", "</interest>\n<interest>", "</interest>\n")
 # Words an interest phrase may add to the history's own words.
 GENERIC_WORDS = "and for of with supplies tools equipment products parts accessories"
 REPETITION_PENALTY = 1.15
-TEMPERATURE, TOP_P = 0.7, 0.9
+SAMPLING = Sampling(temperature=0.7, top_p=0.9)  # retries
 _WORDS = re.compile(r"[^\W\d_]+")
 
 
@@ -176,25 +176,22 @@ class LocalExtractor(LLMExtractor):
         ]
         return grounded[: self.num_interests]
 
-    def _generate(self, batch: list[tuple[Messages, int]]) -> list[str]:
-        """Replies in input order; prompts on the same attempt share one decoding batch."""
-        if self._model is None:
-            self._tokenizer, self._model = load_model(self.cache_dir, self.device)
-            vocab = range(self._model.config.vocab_size)
-            newlines = [i for i in vocab if "\n" in self._tokenizer.decode([i])]
-            self._rules = Rules(
-                eos=self._tokenizer.eos_token_id,
-                newlines=torch.tensor(newlines, device=self.device),
-                min_lines=self.num_interests - 1,
-                max_new_tokens=self.max_new_tokens,
-                repetition_penalty=REPETITION_PENALTY,
-            )
-        replies: dict[int, str] = {}
-        for attempt in sorted({a for _, a in batch}):
-            members = [i for i, (_, a) in enumerate(batch) if a == attempt]
-            texts = self._generate_group([batch[i][0] for i in members], attempt)
-            replies.update(zip(members, texts, strict=True))
-        return [replies[i] for i in range(len(batch))]
+    def _load(self) -> None:
+        """The model, and the decoding rules that depend only on its vocabulary."""
+        self._tokenizer, self._model = load_model(self.cache_dir, self.device)
+        pieces = self._tokenizer.batch_decode([[i] for i in range(len(self._tokenizer))])
+        newlines = [i for i, p in enumerate(pieces) if "\n" in p]
+        starts = [i for i, p in enumerate(pieces) if "\n" in p or p.endswith(">")]
+        bullets = [i for i, p in enumerate(pieces) if p.strip().startswith("-")]
+        self._rules = Rules(
+            eos=self._tokenizer.eos_token_id,
+            newlines=torch.tensor(newlines, device=self.device),
+            min_lines=self.num_interests - 1,
+            phrase_starts=torch.tensor(starts, device=self.device),
+            bullets=torch.tensor(bullets, device=self.device),
+            max_new_tokens=self.max_new_tokens,
+            repetition_penalty=REPETITION_PENALTY,
+        )
 
     def _decoder(self, head: str) -> PrefixDecoder:
         """The decoder holding ``head`` encoded (one per distinct head; in practice one)."""
@@ -203,17 +200,21 @@ class LocalExtractor(LLMExtractor):
             self._decoders[head] = PrefixDecoder(self._model, ids)
         return self._decoders[head]
 
-    def _generate_group(self, prompts: list[Messages], attempt: int) -> list[str]:
-        """Attempt 0 decodes greedily; a retry samples, seeded by its attempt number."""
+    def _generate(self, batch: list[tuple[Messages, int]]) -> list[str]:
+        """Replies in input order. Attempt 0 decodes greedily; a retry samples, seeded by its
+        attempt number. Prompts on different attempts share one decoding batch (a row's draws
+        depend on its seed alone)."""
+        if self._model is None:
+            self._load()
         tokenizer = self._tokenizer
-        parts = [split_prompt(tokenizer, m) for m in prompts]
-        replies: list[str] = [""] * len(prompts)
-        sampling = Sampling(TEMPERATURE, TOP_P, seed=attempt) if attempt > 0 else None
+        parts = [split_prompt(tokenizer, m) for m, _ in batch]
+        replies: list[str] = [""] * len(batch)
         for head in {h for h, _ in parts}:
             members = [i for i, (h, _) in enumerate(parts) if h == head]
             tails = [tokenizer(parts[i][1], add_special_tokens=False).input_ids for i in members]
-            allowed = torch.stack([self._allowed(prompts[i]) for i in members])
-            new = self._decoder(head).generate(tails, allowed, self._rules, sampling)
+            allowed = torch.stack([self._allowed(batch[i][0]) for i in members])
+            seeds = [batch[i][1] or None for i in members]
+            new = self._decoder(head).generate(tails, allowed, self._rules, seeds, SAMPLING)
             for i, ids in zip(members, new, strict=True):
                 replies[i] = PREFILL + tokenizer.decode(ids, skip_special_tokens=True)
         return replies
