@@ -147,3 +147,18 @@ def test_sampled_rows_depend_on_their_seed_not_their_batch(
     assert mixed[1] == ext._generate([(b, 3)])[0]
     assert mixed[2] == ext._generate([(c, 5)])[0]
     assert mixed[1] != mixed[3]  # attempt 3 sampled: not the greedy reply
+
+
+def test_reply_phrases_are_kept_only_when_grounded_and_without_loops(cache_dir: Path) -> None:
+    """No model call: the reply parser alone, on replies the greedy model really produced."""
+    cfg = load_config("data_process").interests
+    cfg.update(backend="local")
+    ext = make_extractor(cfg, cache_dir)
+    items = [{"title": "Rivet Nut Tool Kit", "categories": ["Industrial", "Fasteners", "Nuts"]}]
+    messages = ext.messages(items)
+    reply = (
+        "<interest>nuts nuts</interest>\n<interest>rivet nuts\n<interest>fastener tools"
+        "\n<interest>garden hoses</interest>\n<interest>rivet nut tool kit"
+    )
+    # "fastener" is not a word of the items but occurs in "fasteners"; "garden hoses" is not there
+    assert ext._parse(reply, messages) == ["rivet nuts", "fastener tools", "rivet nut tool kit"]

@@ -161,19 +161,22 @@ class LocalExtractor(LLMExtractor):
 
         The token mask still lets the model glue word pieces into non-words; a phrase is kept
         only if each word is a word of the items or a generic word, or (4+ letters) occurs in the
-        item text, as "bench" does in "Workbench".
+        item text, as "bench" does in "Workbench". A phrase that repeats a word ("nuts nuts",
+        "jacks jacks all of the power": greedy decoding loops) is dropped too.
         """
         text = item_text(messages).lower()
         words = set(_WORDS.findall(f"{text} {GENERIC_WORDS}"))
         lines = reply.replace("</interest>", "\n").replace("<interest>", "\n").splitlines()
         tagged = "\n".join(f"<interest>{line}</interest>" for line in lines if line.strip())
-        found = parse_interests(tagged, None, ECHOES)
-        grounded = [
-            p
-            for p in found
-            if any(len(w) >= 4 for w in _WORDS.findall(p))
-            and all(w in words or (len(w) >= 4 and w in text) for w in _WORDS.findall(p))
-        ]
+        grounded = []
+        for phrase in parse_interests(tagged, None, ECHOES):
+            found = _WORDS.findall(phrase)
+            if (
+                any(len(w) >= 4 for w in found)
+                and len(set(found)) == len(found)
+                and all(w in words or (len(w) >= 4 and w in text) for w in found)
+            ):
+                grounded.append(phrase)
         return grounded[: self.num_interests]
 
     def _load(self) -> None:
