@@ -10,7 +10,7 @@
 #   kw-simple         + keyword interests, fusion "simple" (stacked cross-attention)
 #   kw-adaptive       + keyword interests, fusion "adaptive" (gated)
 #   llm-simple        + SmolLM2 interests (local backend, interests.stride=LOCAL_STRIDE); only with
-#                     WITH_LLM=1: SmolLM2 takes ~13 s per prompt on 2 CPU cores and scientific18 has
+#                     WITH_LLM=1: SmolLM2 takes 2-13 s per prompt on 2 CPU cores and scientific18 has
 #                     ~44k distinct prefixes (4,141 at stride 8), i.e. days here. The README's row
 #                     used a cache filled on a GPU (experiments/gpu_local_interests.sh) and
 #                     LLM_ARGS=--interests.cache_only=true (rows whose prompt was not reached get none)
