@@ -15,7 +15,15 @@ from transformers import LogitsProcessor
 from config import load_config
 from data.interests import make_extractor
 from data.interests.decode import Rules
-from data.interests.local_llm import PREFILL, REPETITION_PENALTY, load_model, split_prompt
+from data.interests.local_llm import (
+    GENERIC_WORDS,
+    PREFILL,
+    REPETITION_PENALTY,
+    TAGS,
+    item_text,
+    load_model,
+    split_prompt,
+)
 from data.splits import load_items, load_split
 
 MODEL_DIR = "SmolLM2-135M-Instruct"
@@ -79,6 +87,35 @@ def test_two_real_histories_get_five_grounded_interests(
             assert any(w in text for w in re.findall(r"[a-z]{4,}", phrase)), phrase
 
 
+def test_allowed_tokens_are_each_prompts_own_words_without_digits(
+    cache_dir: Path, scientific18_dir: Path
+) -> None:
+    """The batched mask holds, per row, exactly the tokens of that prompt's item text (as is and
+    lower-cased), the generic words and the tags, none with a digit, and the end token."""
+    rows = load_split(scientific18_dir, "scientific18", "test")
+    items = load_items(scientific18_dir, "scientific18")
+    cfg = load_config("data_process").interests
+    cfg.update(backend="local", max_items=4)
+    ext = make_extractor(cfg, cache_dir)
+    ext._load()
+    tok = ext._tokenizer
+    prompts = [ext.messages([items[t] for t in rows[i]["inter_history"]]) for i in TEST_ROWS]
+    mask = ext._allowed(prompts)
+    assert mask.shape == (2, ext._model.config.vocab_size)
+    for row, messages in enumerate(prompts):
+        text = item_text(messages)
+        found = {
+            i
+            for variant in (text, text.lower(), GENERIC_WORDS, *TAGS)
+            for i in tok(variant, add_special_tokens=False).input_ids
+        }
+        expected = {i for i in found if not any(c.isdigit() for c in tok.convert_ids_to_tokens(i))}
+        expected.add(tok.eos_token_id)
+        assert set(mask[row].nonzero().squeeze(1).tolist()) == expected
+        assert torch.equal(ext._allowed([messages])[0], mask[row])
+    assert not torch.equal(mask[0], mask[1])
+
+
 class _Rules(LogitsProcessor):
     """The reference's grounding rules for HF ``generate``: the mask, no end before 4 lines, no
     bullet where a phrase begins."""
@@ -116,7 +153,7 @@ def test_shared_prefix_batch_decodes_as_generate_does_alone(
         ids += tok(tail, add_special_tokens=False).input_ids
         assert ids == tok(head + tail, add_special_tokens=False).input_ids  # the cut is clean
         inp = torch.tensor([ids])
-        rules = _Rules(ext._allowed(messages)[None], len(ids), ext._rules)
+        rules = _Rules(ext._allowed([messages]), len(ids), ext._rules)
         out = model.generate(
             input_ids=inp,
             attention_mask=torch.ones_like(inp),

@@ -115,6 +115,8 @@ class LocalExtractor(LLMExtractor):
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._model: PreTrainedModel | None = None
         self._rules: Rules | None = None
+        self._digit_free: torch.Tensor | None = None  # vocab mask: tokens without a digit
+        self._always_allowed: torch.Tensor | None = None  # generic words, tags, the end token
         self._decoders: dict[str, PrefixDecoder] = {}
         self._queue: list[tuple[Messages, int, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
@@ -142,19 +144,18 @@ class LocalExtractor(LLMExtractor):
                 if not future.done():
                     future.set_result(reply)
 
-    def _allowed(self, messages: Messages) -> torch.Tensor:
-        """Token ids the reply may use: the history's item text (any case), no digits, the tags."""
-        text = item_text(messages)
-        found: set[int] = set()
-        for variant in (text, text.lower(), GENERIC_WORDS, *TAGS):
-            found.update(self._tokenizer(variant, add_special_tokens=False).input_ids)
-        ids = sorted(found)
-        tokens = self._tokenizer.convert_ids_to_tokens(ids)
-        keep = [i for i, t in zip(ids, tokens, strict=True) if not any(c.isdigit() for c in t)]
-        keep.append(self._tokenizer.eos_token_id)
-        mask = torch.zeros(self._model.config.vocab_size, dtype=torch.bool)
-        mask[keep] = True
-        return mask
+    def _allowed(self, prompts: list[Messages]) -> torch.Tensor:
+        """(prompts, vocab) mask of the token ids each reply may use: its history's item text
+        (any case) without digits, plus the generic words, the tags and the end token. The
+        prompts' texts are tokenised in one call; the vocabulary-wide parts were built at load."""
+        texts = [item_text(m) for m in prompts]
+        encoded = self._tokenizer(
+            texts + [t.lower() for t in texts], add_special_tokens=False
+        ).input_ids
+        rows = [i % len(texts) for i, ids in enumerate(encoded) for _ in ids]
+        mask = torch.zeros(len(texts), self._model.config.vocab_size, dtype=torch.bool)
+        mask[rows, [t for ids in encoded for t in ids]] = True
+        return (mask & self._digit_free) | self._always_allowed
 
     def _parse(self, reply: str, messages: Messages) -> list[str]:
         """One phrase per reply line (the model often drops closing tags), grounded in the items.
@@ -182,6 +183,16 @@ class LocalExtractor(LLMExtractor):
     def _load(self) -> None:
         """The model, and the decoding rules that depend only on its vocabulary."""
         self._tokenizer, self._model = load_model(self.cache_dir, self.device)
+        vocab = self._model.config.vocab_size
+        tokens = self._tokenizer.convert_ids_to_tokens(list(range(len(self._tokenizer))))
+        self._digit_free = torch.zeros(vocab, dtype=torch.bool)
+        self._digit_free[[i for i, t in enumerate(tokens) if not any(c.isdigit() for c in t)]] = (
+            True
+        )
+        always = self._tokenizer([GENERIC_WORDS, *TAGS], add_special_tokens=False).input_ids
+        self._always_allowed = torch.zeros(vocab, dtype=torch.bool)
+        self._always_allowed[[t for ids in always for t in ids if self._digit_free[t]]] = True
+        self._always_allowed[self._tokenizer.eos_token_id] = True
         pieces = self._tokenizer.batch_decode([[i] for i in range(len(self._tokenizer))])
         newlines = [i for i, p in enumerate(pieces) if "\n" in p]
         starts = [i for i, p in enumerate(pieces) if "\n" in p or p.endswith(">")]
@@ -215,7 +226,7 @@ class LocalExtractor(LLMExtractor):
         for head in {h for h, _ in parts}:
             members = [i for i, (h, _) in enumerate(parts) if h == head]
             tails = [tokenizer(parts[i][1], add_special_tokens=False).input_ids for i in members]
-            allowed = torch.stack([self._allowed(batch[i][0]) for i in members])
+            allowed = self._allowed([batch[i][0] for i in members])
             seeds = [batch[i][1] or None for i in members]
             new = self._decoder(head).generate(tails, allowed, self._rules, seeds, SAMPLING)
             for i, ids in zip(members, new, strict=True):
