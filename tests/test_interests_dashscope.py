@@ -105,6 +105,27 @@ def test_cache_only_makes_no_call_and_counts_the_rest(server, data, tmp_path: Pa
     assert summary["calls_needed"] == 0 and summary["rows_without_interests"] == 3
 
 
+def test_shards_share_one_cache_and_split_the_prompts(server, data, tmp_path: Path) -> None:
+    """Processes with shards=2 ask disjoint halves; together they fill the cache once."""
+    rows, items = data[0][:10], data[1]
+    srv = server()
+    asked, left = [], []
+    for index in (0, 1):
+        _, summary = annotate_rows(
+            rows, items, icfg(shard=index, shards=2), tmp_path, show_progress=False
+        )
+        asked.append({json.dumps(p) for p in srv.prompts()} - set().union(*asked))
+        assert summary["succeeded"] == len(asked[-1])
+        left.append(summary["not_computed"])
+    assert asked[0] and asked[1] and not asked[0] & asked[1]
+    assert left == [len(asked[1]), 0]  # the first shard left the second one's prompts
+    assert len(srv.requests) == 10
+    found, summary = annotate_rows(rows, items, icfg(cache_only=True), tmp_path, False)
+    assert all(found) and summary["cached"] == 10 and summary["not_computed"] == 0
+    with pytest.raises(InterestError, match="shard"):
+        annotate_rows(rows, items, icfg(shard=2, shards=2), tmp_path, show_progress=False)
+
+
 def test_concurrency_is_bounded(server, data, tmp_path: Path) -> None:
     rows, items = data[0][:9], data[1]
     srv = server(delay_s=0.2)

@@ -48,6 +48,12 @@ def make_extractor(icfg: Config, cache_dir: Path | None = None, device: str = "c
     )
 
 
+def in_shard(key: str, index: int, shards: int) -> bool:
+    """Whether process ``index`` of ``shards`` sharing one cache asks the prompt ``key`` (a hex
+    digest): each prompt falls to exactly one of them."""
+    return int(key, 16) % shards == index
+
+
 def prefix_length(n: int, stride: int) -> int:
     """Longest ``L <= n`` with ``(L - 1) % stride == 0``: the latest prefix a row may reuse."""
     return 0 if n < 1 else 1 + stride * ((n - 1) // stride)
@@ -80,6 +86,7 @@ async def _with_llm(
     cache_dir: Path,
     show_progress: bool,
     cache_only: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[dict[Window, list[str]], dict]:
     prompts: dict[str, Messages] = {}
     key_of: dict[Window, str] = {}
@@ -94,13 +101,15 @@ async def _with_llm(
     uncached = sorted(
         (k for k in prompts if k not in cache.done), key=lambda k: prompt_chars(prompts[k])
     )
-    todo = [] if cache_only else uncached
+    index, shards = shard
+    todo = [] if cache_only else [k for k in uncached if in_shard(k, index, shards)]
     missing = len(uncached) - len(todo)
     cached = len(prompts) - len(uncached)
+    why = "cache_only" if cache_only else f"shard {index}/{shards}"
     print(
         f"[interests] {ext.label}: {len(windows):,} distinct histories, {len(prompts):,} prompts, "
         f"{cached:,} cached -> {len(todo):,} LLM calls to make"
-        + (f" (cache_only: {missing:,} uncached prompts left without interests)" if missing else "")
+        + (f" ({why}: {missing:,} uncached prompts left without interests)" if missing else "")
     )
     counts: Counter[str] = Counter()
     errors: list[str] = []
@@ -162,6 +171,9 @@ def annotate_rows(
     stride = int(icfg.stride)
     if stride < 1:
         raise InterestError(f"interests.stride must be >= 1, got {stride}")
+    shard = (int(icfg.shard), int(icfg.shards))
+    if not 0 <= shard[0] < shard[1]:
+        raise InterestError(f"interests.shard must be in 0..shards-1, got {shard[0]}/{shard[1]}")
     windows = [prompt_window(r["inter_history"], stride, int(icfg.max_items)) for r in rows]
     ext = make_extractor(icfg, cache_dir, device)
     distinct = set(windows) - {()}
@@ -169,7 +181,7 @@ def annotate_rows(
         found, summary = _keywords(ext, distinct, items, show_progress)
     else:
         found, summary = asyncio.run(
-            _with_llm(ext, distinct, items, cache_dir, show_progress, bool(icfg.cache_only))
+            _with_llm(ext, distinct, items, cache_dir, show_progress, bool(icfg.cache_only), shard)
         )
     interests = [list(found.get(w, [])) for w in windows]
     summary = {"backend": icfg.backend, **summary}
