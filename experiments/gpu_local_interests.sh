@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SmolLM2 (local backend) interests for amazon18-scientific on a GPU machine. It fills the interest
-# cache that `WITH_LLM=1 LOCAL_STRIDE=K bash experiments/run_table.sh` then reads on the CPU with no
-# LLM call left to make (2 CPU cores need 2-13 s per prompt).
+# cache that `VARIANTS="llm-simple kw-stride-simple" LOCAL_STRIDE=K LLM_ARGS=--interests.cache_only=true
+# bash experiments/run_table.sh` then reads on the CPU with no LLM call left to make (2 CPU cores
+# need 2-13 s per prompt).
 #
 #   DEADLINE=520 BATCH=256 SHARDS=4 STRIDES="2 1" bash experiments/gpu_local_interests.sh \
 #       --interests.max_retries=2
@@ -24,6 +25,7 @@ SHARDS=${SHARDS:-4}
 STRIDES=${STRIDES:-"8 4 2 1"}
 OUT_DIR=${OUT_DIR:-data/exp18-local-gpu}
 LOG_DIR=${LOG_DIR:-$OUT_DIR}
+((SHARDS >= 1)) || { echo "gpu_local_interests.sh: SHARDS must be >= 1" >&2; exit 2; }
 mkdir -p "$LOG_DIR"
 end=$((SECONDS + DEADLINE))
 # Convert the GGUF once, before the shards start (they would all write the same converted copy).
@@ -44,17 +46,19 @@ for stride in $STRIDES; do
   if ((left < 20)); then break; fi
   echo "== stride $stride, ${left}s left, $SHARDS processes"
   pids=()
+  logs=()
   for ((shard = 0; shard < SHARDS; shard++)); do
+    logs+=("$LOG_DIR/stride$stride-shard$shard.log")
     timeout -s KILL "$left" "$PY" data_process.py --dataset=scientific18 \
       --out_dir="$OUT_DIR/shard$shard" --interests.backend=local --interests.stride="$stride" \
       --interests.local_batch_size="$BATCH" --interests.shard="$shard" --interests.shards="$SHARDS" \
       --interests.embed=false --embeddings.kind=none "$@" \
-      >"$LOG_DIR/stride$stride-shard$shard.log" 2>&1 &
+      >"${logs[-1]}" 2>&1 &
     pids+=($!)
   done
   rc=0
   for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
-  grep -h "^\[interests\]" "$LOG_DIR"/stride"$stride"-shard*.log
+  grep -h "^\[interests\]" "${logs[@]}"
   if ((rc != 0)); then echo "== stride $stride stopped (exit $rc) after $SECONDS s"; break; fi
   echo "== stride $stride complete after $SECONDS s"
 done

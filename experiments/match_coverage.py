@@ -1,7 +1,8 @@
 """A control dataset: one folder's interests, kept only on the rows where another has interests.
 
     python experiments/match_coverage.py --source=data/exp18-keywords-stride8/scientific18 \
-        --like=data/exp18-local/scientific18 --name=scientific18 --out=data/exp18-kw-matched
+        --like=data/exp18-local-stride8/scientific18 --name=scientific18 \
+        --out=data/exp18-kw-matched-stride8
 
 When an LLM row covers only part of the rows (a GPU budget ran out before every prompt was
 asked), comparing it with keywords on every row mixes two effects: which phrases, and how many

@@ -116,7 +116,7 @@ class LocalExtractor(LLMExtractor):
         self._model: PreTrainedModel | None = None
         self._rules: Rules | None = None
         self._digit_free: torch.Tensor | None = None  # vocab mask: tokens without a digit
-        self._always_allowed: torch.Tensor | None = None  # generic words, tags, the end token
+        self._always_allowed: torch.Tensor | None = None  # generic words, tags (no digit), end
         self._decoders: dict[str, PrefixDecoder] = {}
         self._queue: list[tuple[Messages, int, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
@@ -146,7 +146,7 @@ class LocalExtractor(LLMExtractor):
 
     def _allowed(self, prompts: list[Messages]) -> torch.Tensor:
         """(prompts, vocab) mask of the token ids each reply may use: its history's item text
-        (any case) without digits, plus the generic words, the tags and the end token. The
+        (any case), the generic words and the tags, none with a digit; and the end token. The
         prompts' texts are tokenised in one call; the vocabulary-wide parts were built at load."""
         texts = [item_text(m) for m in prompts]
         encoded = self._tokenizer(
@@ -191,7 +191,8 @@ class LocalExtractor(LLMExtractor):
         )
         always = self._tokenizer([GENERIC_WORDS, *TAGS], add_special_tokens=False).input_ids
         self._always_allowed = torch.zeros(vocab, dtype=torch.bool)
-        self._always_allowed[[t for ids in always for t in ids if self._digit_free[t]]] = True
+        self._always_allowed[[t for ids in always for t in ids]] = True
+        self._always_allowed &= self._digit_free
         self._always_allowed[self._tokenizer.eos_token_id] = True
         pieces = self._tokenizer.batch_decode([[i] for i in range(len(self._tokenizer))])
         newlines = [i for i, p in enumerate(pieces) if "\n" in p]
