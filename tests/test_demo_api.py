@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -385,17 +386,21 @@ def test_purchase_returns_before_slow_interests(tiny: tuple[Any, dict]) -> None:
 
 
 class EchoExtractor:
-    """Answers ``delay_s`` later with phrases that say which history they were computed for."""
+    """Answers ``delay_s`` later (and, given a ``gate``, not before it is set) with phrases that
+    say which history they were computed for."""
 
     label = "echo"
 
-    def __init__(self, delay_s: float) -> None:
+    def __init__(self, delay_s: float, gate: threading.Event | None = None) -> None:
         self.delay_s = delay_s
+        self.gate = gate
         self.calls: list[list[str]] = []
 
     async def extract(self, history_items: list[dict]) -> list[str]:
         titles = [item["title"] for item in history_items]
         self.calls.append(titles)
+        if self.gate is not None:
+            await asyncio.to_thread(self.gate.wait, 30)
         await asyncio.sleep(self.delay_s)
         return [f"after {len(titles)} items", titles[-1][:60]]
 
@@ -428,10 +433,12 @@ def test_result_for_an_older_history_is_discarded(tiny: tuple[Any, dict]) -> Non
 
 def test_a_burst_of_purchases_costs_at_most_two_extractions(tiny: tuple[Any, dict]) -> None:
     rec, _ = tiny
-    echo = EchoExtractor(delay_s=0.5)
+    # the first extraction is held until all five purchases are in, however slow the requests
+    echo = EchoExtractor(delay_s=0.5, gate=threading.Event())
     with make_client(tiny, echo) as c:
         for token in rec.item_tokens[20:25]:
             c.post(f"/buy/{token}")
+        echo.gate.set()
         final = wait_for(lambda: (s := c.get("/api/state").json())["status"] == "ready" and s, 10)
         assert final["interests"][0] == "after 5 items"
         assert len(echo.calls) == 2 and len(echo.calls[-1]) == 5
