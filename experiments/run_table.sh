@@ -42,6 +42,13 @@ KWS=data/exp18-keywords-stride$K
 KWM=data/exp18-kw-matched-stride$K
 mkdir -p "$RUNS"
 wants() { [[ " $VARIANTS " == *" $1 "* ]]; }
+KNOWN=" sasrec etegrec kw-simple kw-adaptive llm-simple kw-stride-simple kw-matched-simple kw-stride-adaptive "
+for variant in $VARIANTS; do  # before any data step: a typo must not cost an hour first
+  if [[ $KNOWN != *" $variant "* ]]; then
+    echo "run_table.sh: unknown variant '$variant' (one of:$KNOWN)" >&2
+    exit 2
+  fi
+done
 
 # 1. data: splits + keyword interests + SASRec item embeddings (the tokenizer's input, seed 2024)
 if [[ ! -f $KW/scientific18/scientific18_emb_256.npy ]]; then
@@ -100,7 +107,6 @@ for seed in $SEEDS; do
           --fusion_type=simple ;;
       kw-stride-adaptive)
         train "kw-stride$K-adaptive" "$seed" "$KWS" --interest_fusion=true --fusion_type=adaptive ;;
-      *) echo "run_table.sh: unknown variant '$variant'" >&2; exit 2 ;;
     esac
   done
 done
