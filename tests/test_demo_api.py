@@ -487,19 +487,19 @@ def test_dashscope_purchase_returns_at_once_and_interests_arrive_later(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     rec, items = tiny
-    srv = llm_server(delay_s=3.0)
+    srv = llm_server(delay_s=6.0)  # far longer than a purchase takes, even on busy cores
     token = rec.item_tokens[0]
     with dashscope_client(tiny) as c:
         assert c.get("/api/health").json()["interests_backend"] == "dashscope:qwen-plus"
         start = time.perf_counter()
         home = c.post(f"/buy/{token}")  # the redirect is followed: the home page is rendered too
-        assert time.perf_counter() - start < 1.0
+        assert time.perf_counter() - start < 3.0
         assert home.status_code == 200 and 'data-status="pending"' in home.text
         assert _page_ids(home.text, "rec-list") == [
             t for t, _ in expected(rec, [token], [], K_PAGE)
         ]
         state = wait_for(lambda: (s := c.get("/api/state").json())["status"] == "ready" and s, 20)
-        assert time.perf_counter() - start > 2.5
+        assert time.perf_counter() - start > 5.5
         prompts = srv.prompts()
         assert len(prompts) == 1 and in_prompt(items[token], prompts[0])
         assert srv.requests[0]["authorization"] == f"Bearer {SECRET}"
