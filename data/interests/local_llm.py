@@ -186,9 +186,7 @@ class LocalExtractor(LLMExtractor):
         vocab = self._model.config.vocab_size
         tokens = self._tokenizer.convert_ids_to_tokens(list(range(len(self._tokenizer))))
         self._digit_free = torch.zeros(vocab, dtype=torch.bool)
-        self._digit_free[[i for i, t in enumerate(tokens) if not any(c.isdigit() for c in t)]] = (
-            True
-        )
+        self._digit_free[[i for i, t in enumerate(tokens) if not any(map(str.isdigit, t))]] = True
         always = self._tokenizer([GENERIC_WORDS, *TAGS], add_special_tokens=False).input_ids
         self._always_allowed = torch.zeros(vocab, dtype=torch.bool)
         self._always_allowed[[t for ids in always for t in ids]] = True
