@@ -7,7 +7,9 @@ its worst-fitting members move to their next-nearest free last-level code first 
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,13 +32,26 @@ class CodeReport:
         }
 
 
+def _candidate_parents(parent: tuple, in_use: set[tuple], code_size: int) -> Iterator[tuple]:
+    """``parent`` itself, then the other parents in use, then every unused parent, those sharing
+    the longest prefix with ``parent`` first: a group only fails to find room when every slot of
+    the code space is taken."""
+    yield parent
+    yield from sorted(in_use - {parent})
+    for keep in reversed(range(len(parent))):
+        for tail in itertools.product(range(code_size), repeat=len(parent) - keep):
+            candidate = (*parent[:keep], *tail)
+            if candidate not in in_use:
+                yield candidate
+
+
 def _free_slot(groups: dict, parent: tuple, code_order: np.ndarray, capacity: int) -> tuple:
-    """The nearest last-level code with room under ``parent``; if that whole subtree is full,
-    the same search under the other parents in use (a last resort that keeps every item)."""
-    parents = [parent] + sorted({k[:-1] for k in groups} - {parent})
-    for p in parents:
+    """The nearest last-level code with room under ``parent``; if that whole subtree is full, the
+    same search under other parents (a last resort that keeps every item)."""
+    in_use = {k[:-1] for k in groups}
+    for p in _candidate_parents(parent, in_use, len(code_order)):
         for code in code_order:
-            if len(groups[(*p, int(code))]) < capacity:
+            if len(groups.get((*p, int(code)), ())) < capacity:
                 return (*p, int(code))
     raise ValueError("more items than the codebooks can hold")
 

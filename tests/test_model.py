@@ -231,3 +231,25 @@ def test_full_subtree_overflows_into_another_parent() -> None:
     unique, report = assign_unique_codes(codes, last_dist, k)
     assert len({tuple(c) for c in unique.tolist()}) == 20
     assert report.reassigned > 0
+
+
+def test_collapsed_first_level_still_gets_unique_codes() -> None:
+    # every item has first-level code 0: the one parent in use holds 8 x 8 = 64 items, far fewer
+    # than the 300 to place, while the code space (8 parents) holds 512
+    k, n = 8, 300
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.stack(
+        [torch.zeros(n, dtype=torch.long), torch.randint(k, (n,), generator=gen)], 1
+    )
+    last_dist = torch.rand(n, k, generator=gen)
+    unique, report = assign_unique_codes(codes, last_dist, k)
+    assert len({tuple(c) for c in unique.tolist()}) == n
+    assert report.reassigned > 0 and unique.max() < k
+    PrefixTrie(unique, k)
+
+
+def test_a_full_code_space_is_refused() -> None:
+    k = 2  # 2 parents x 2 codes x 2 suffixes = 8 slots for 9 items
+    codes = torch.zeros(9, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match="more items than the codebooks can hold"):
+        assign_unique_codes(codes, torch.rand(9, k), k)
