@@ -2,7 +2,8 @@
 
     cd demo && python app.py [--run_dir=DIR] [--host=H] [--port=P] [--interests_backend=B]
 
-Tests build the app with ``create_app`` from objects already in memory, without uvicorn.
+Tests build the app with ``create_app`` from objects already in memory, without uvicorn. The
+routes live in demo/pages.py and demo/api.py; this module wires them to the shared state.
 """
 
 from __future__ import annotations
@@ -13,63 +14,33 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python app.py` from demo/: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import asyncio
 import logging
 import os
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
-from urllib.parse import urlencode
+from typing import Any
 
 import jinja2
-from fastapi import FastAPI, Query, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from fastapi_offline import FastAPIOffline
+from starlette.middleware import Middleware
 
-from demo.catalogue import Catalogue, Item
-from demo.interests import Extractor, InterestWorker
-from demo.ranking import Ranker, Ranking, RecommenderLike
-from demo.schemas import (
-    CatalogueItem,
-    HealthResponse,
-    ItemsResponse,
-    RecCard,
-    RecommendRequest,
-    RecommendResponse,
-    ScoredItem,
-    VisitorState,
-)
-from demo.session import COOKIE_NAME, CookieSigner, load_secret
-from demo.state import Visitor, VisitorStore
+from demo import api, errors, pages
+from demo.catalogue import Catalogue
+from demo.context import Demo
+from demo.interests import Extractor, InterestWorker, needs_warm_up
+from demo.middleware import MAX_BODY_BYTES, BodyLimit, SecurityHeaders
+from demo.ranking import Ranker, RecommenderLike
+from demo.runs import find_latest_run
+from demo.session import load_secret, session_middleware
+from demo.state import StoreFull, TooManyNewVisitors, VisitorStore
 
 HERE = Path(__file__).resolve().parent
-COOKIE_MAX_AGE_S = 30 * 24 * 3600
+WARM_UP_ITEMS = 5  # popular items whose text warms the interest model up at startup
 log = logging.getLogger("demo")
-
-
-def _validation_message(errors: list[dict[str, Any]]) -> str:
-    """``history.3: unknown item id '9999'; k: ...``: one readable line naming each field."""
-    parts = []
-    for err in errors:
-        if err.get("type") == "json_invalid":
-            parts.append(f"body: {err.get('msg', 'invalid JSON')}")
-            continue
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
-        parts.append(f"{'.'.join(loc) or 'body'}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts)
-
-
-def _field_error(loc: tuple[str | int, ...], msg: str, value: Any) -> RequestValidationError:
-    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": msg, "input": value}])
-
-
-def _catalogue_item(item: Item) -> CatalogueItem:
-    return CatalogueItem(
-        id=item.id, title=item.title, brand=item.brand, categories=list(item.categories)
-    )
 
 
 def create_app(
@@ -82,273 +53,76 @@ def create_app(
     num_recommendations: int = 12,
     interests_timeout_s: float = 30.0,
     max_visitors: int = 10_000,
-    secret: bytes | None = None,
+    min_idle_s: float = 3600.0,
+    new_visitors_per_client: int = 20,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    warm_up: bool | None = None,
+    secret: str | None = None,
 ) -> FastAPI:
     """The whole demo around an already-loaded model, catalogue and interest extractor.
 
     ``popularity`` (item -> purchase count) orders what a visitor without history sees; by default
-    it is counted from the train split of the model's dataset.
+    it is counted from the train split of the model's dataset. ``warm_up`` (default: for a local
+    model) loads the extractor at startup; ``/api/health`` says when it is ready.
     """
     if popularity is None:
         from demo.catalogue import popularity_from_train
 
         popularity = popularity_from_train(Path(recommender.data_folder), recommender.dataset)
     catalogue = Catalogue(items, recommender.item_tokens, popularity)
-    ranker = Ranker(recommender, catalogue)
-    store = VisitorStore(max_visitors)
-    signer = CookieSigner(secret or load_secret())
-    worker = InterestWorker(extractor, lambda t: dict(items.get(t, {})), interests_timeout_s)
-    started = time.monotonic()
-
+    worker = InterestWorker(
+        extractor,
+        lambda t: dict(items.get(t, {})),
+        interests_timeout_s,
+        warm_up=needs_warm_up(extractor) if warm_up is None else warm_up,
+    )
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    templates = Jinja2Templates(env=env)
+    demo = Demo(
+        recommender=recommender,
+        catalogue=catalogue,
+        ranker=Ranker(recommender, catalogue),
+        store=VisitorStore(max_visitors, min_idle_s, new_visitors_per_client),
+        worker=worker,
+        templates=Jinja2Templates(env=env),
+        run_name=run_name,
+        num_recommendations=num_recommendations,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker.start([dict(items.get(t, {})) for t, _ in catalogue.popular[:WARM_UP_ITEMS]])
+        ranker_warm_up = asyncio.create_task(demo.ranker.warm_up(), name="ranker-warm-up")
         yield
-        await worker.shutdown(store.all())
-        ranker.close()
+        ranker_warm_up.cancel()
+        await worker.shutdown(demo.store.all())
+        demo.ranker.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI and ReDoc served from the package, not a CDN
         title="Generative recommendation demo",
         summary="ETEGRec item tokenizer + T5 generator, conditioned on LLM-extracted interests.",
         version="1.0",
         lifespan=lifespan,
+        middleware=[  # outermost first
+            Middleware(SecurityHeaders),
+            Middleware(BodyLimit, max_bytes=max_body_bytes),
+            *session_middleware(secret or load_secret()),
+        ],
     )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    app.state.store = store
-    app.state.worker = worker
-    app.state.catalogue = catalogue
-    app.state.ranker = ranker
-
-    @app.exception_handler(RequestValidationError)
-    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = list(exc.errors())
-        return JSONResponse(
-            status_code=422,
-            content={"message": _validation_message(errors), "detail": jsonable_encoder(errors)},
-        )
-
-    # -- sessions ---------------------------------------------------------------------------
-
-    def visitor_of(request: Request) -> Visitor:
-        """The caller's state; a first visit gets a new signed id (cookie set by ``finish``)."""
-        sid = signer.verify(request.cookies.get(COOKIE_NAME))
-        if sid is None:
-            sid, value = signer.new_value()
-            request.state.new_cookie = value
-        return store.get(sid)
-
-    def finish(request: Request, response: Response) -> Response:
-        value = getattr(request.state, "new_cookie", None)
-        if value:
-            response.set_cookie(
-                COOKIE_NAME, value, max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="lax"
-            )
-        return response
-
-    # -- shared views -----------------------------------------------------------------------
-
-    async def ranking_for(visitor: Visitor) -> Ranking:
-        """The visitor's recommendations, reused while history and interests are unchanged."""
-        key = (tuple(visitor.history), tuple(visitor.interests))
-        if visitor.ranking is not None and visitor.ranking[0] == key:
-            return visitor.ranking[1]
-        ranking = await ranker.rank(visitor.history, visitor.interests, num_recommendations)
-        visitor.ranking = (key, ranking)
-        return ranking
-
-    def scored(ranking: Ranking) -> list[ScoredItem]:
-        out = []
-        for token, score in ranking.items:
-            item = catalogue.get(token)
-            out.append(ScoredItem(id=token, title=item.title if item else token, score=score))
-        return out
-
-    def cards(ranking: Ranking, visitor: Visitor) -> list[RecCard]:
-        bought = set(visitor.history)
-        out = []
-        for token, score in ranking.items:
-            item = catalogue.items[token]
-            out.append(
-                RecCard(
-                    id=token,
-                    title=item.title,
-                    brand=item.brand,
-                    category=item.category,
-                    hue=item.hue,
-                    score=score,
-                    bought=token in bought,
-                )
-            )
-        return out
-
-    def state_of(visitor: Visitor, ranking: Ranking) -> VisitorState:
-        return VisitorState(
-            version=visitor.version,
-            history=[_catalogue_item(catalogue.items[t]) for t in visitor.history],
-            interests=visitor.interests,
-            interests_current=visitor.interests_version == visitor.version,
-            status=visitor.status,
-            notice=visitor.notice,
-            backend=worker.label,
-            source=ranking.source,
-            interests_used=ranking.interests_used,
-            recommendations=cards(ranking, visitor),
-        )
-
-    def page(
-        request: Request, visitor: Visitor, name: str, status_code: int = 200, **context: Any
-    ) -> Response:
-        context.update(
-            visitor=visitor,
-            backend=worker.label,
-            uses_interests=ranker.uses_interests,
-            query=context.get("query", ""),
-        )
-        return finish(
-            request, templates.TemplateResponse(request, name, context, status_code=status_code)
-        )
-
-    # -- pages ------------------------------------------------------------------------------
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def home(request: Request, added: str | None = None) -> Response:
-        visitor = visitor_of(request)
-        ranking = await ranking_for(visitor)
-        return page(
-            request,
-            visitor,
-            "home.html",
-            state=state_of(visitor, ranking),
-            added=catalogue.get(added) if added else None,
-        )
-
-    @app.get("/search", response_class=HTMLResponse, include_in_schema=False)
-    async def search_page(request: Request, q: str = "") -> Response:
-        visitor = visitor_of(request)
-        query = q.strip()[:200]
-        results = catalogue.search(query, limit=48) if query else []
-        return page(request, visitor, "search.html", query=query, results=results)
-
-    @app.get("/item/{item_id}", response_class=HTMLResponse, include_in_schema=False)
-    async def item_page(request: Request, item_id: str) -> Response:
-        visitor = visitor_of(request)
-        item = catalogue.get(item_id)
-        if item is None:
-            return page(request, visitor, "not_found.html", status_code=404, what=item_id)
-        return page(
-            request, visitor, "item.html", item=item, times_bought=visitor.history.count(item_id)
-        )
-
-    @app.post("/buy/{item_id}", include_in_schema=False)
-    async def buy(request: Request, item_id: str) -> Response:
-        """Returns at once: interests are extracted in the background."""
-        visitor = visitor_of(request)
-        if item_id not in catalogue:
-            return page(request, visitor, "not_found.html", status_code=404, what=item_id)
-        visitor.add(item_id)
-        worker.schedule(visitor)
-        return finish(
-            request, RedirectResponse(f"/?{urlencode({'added': item_id})}", status_code=303)
-        )
-
-    @app.get("/history", response_class=HTMLResponse, include_in_schema=False)
-    async def history_page(request: Request) -> Response:
-        visitor = visitor_of(request)
-        purchases = [(pos, catalogue.items[t]) for pos, t in enumerate(visitor.history)]
-        return page(request, visitor, "history.html", purchases=list(reversed(purchases)))
-
-    @app.post("/history/remove/{pos}", include_in_schema=False)
-    async def remove(request: Request, pos: int) -> Response:
-        visitor = visitor_of(request)
-        try:
-            visitor.remove_at(pos)
-        except IndexError:
-            pass  # already gone (e.g. a double click): nothing to change
-        else:
-            worker.schedule(visitor)
-        return finish(request, RedirectResponse("/history", status_code=303))
-
-    @app.post("/history/clear", include_in_schema=False)
-    async def clear(request: Request) -> Response:
-        visitor = visitor_of(request)
-        if visitor.history:
-            visitor.clear()
-            worker.schedule(visitor)
-        return finish(request, RedirectResponse("/history", status_code=303))
-
-    # -- JSON API ---------------------------------------------------------------------------
-
-    @app.post("/api/recommend", response_model=RecommendResponse, tags=["api"])
-    async def api_recommend(body: RecommendRequest) -> RecommendResponse:
-        """Rank items for a history (and interests), exactly in the model's order."""
-        for i, token in enumerate(body.history):
-            if token not in catalogue:
-                raise _field_error(("body", "history", i), f"unknown item id '{token}'", token)
-        ranking = await ranker.rank(body.history, body.interests or [], body.k)
-        return RecommendResponse(
-            items=scored(ranking),
-            source=ranking.source,
-            history_used=ranking.history_used,
-            interests_used=ranking.interests_used,
-        )
-
-    @app.get("/api/items", response_model=ItemsResponse, tags=["api"])
-    async def api_items(
-        q: Annotated[str, Query(min_length=1, max_length=200, description="Words of the title.")],
-        limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    ) -> ItemsResponse:
-        """Catalogue search: titles with the phrase first, then titles with every word."""
-        found = catalogue.search(q, limit=limit)
-        return ItemsResponse(query=q, items=[_catalogue_item(i) for i in found])
-
-    @app.get("/api/health", response_model=HealthResponse, tags=["api"])
-    async def api_health() -> HealthResponse:
-        return HealthResponse(
-            model=run_name,
-            dataset=recommender.dataset,
-            items=len(catalogue),
-            interests_backend=worker.label,
-            uses_interests=ranker.uses_interests,
-            uptime_s=round(time.monotonic() - started, 3),
-        )
-
-    @app.get("/api/state", response_model=VisitorState, tags=["api"])
-    async def api_state(request: Request) -> Response:
-        """The calling visitor's history, interests and recommendations (the page polls this)."""
-        visitor = visitor_of(request)
-        state = state_of(visitor, await ranking_for(visitor))
-        return finish(request, JSONResponse(jsonable_encoder(state)))
-
+    app.state.demo = demo
+    errors.install(app)
+    app.add_exception_handler(TooManyNewVisitors, pages.on_too_many_new)
+    app.add_exception_handler(StoreFull, pages.on_store_full)
+    app.include_router(pages.router)
+    app.include_router(api.router)
     return app
 
 
 # -- entry point ----------------------------------------------------------------------------
-
-
-def find_latest_run(runs_dir: Path, dataset: str) -> Path | None:
-    """The newest folder under ``runs_dir`` whose config.yaml names ``dataset`` and has a model."""
-    import yaml
-
-    if not runs_dir.is_dir():
-        return None
-    best: tuple[float, Path] | None = None
-    for cfg_path in runs_dir.glob("*/config.yaml"):
-        try:
-            cfg = yaml.safe_load(cfg_path.read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            continue
-        if not isinstance(cfg, dict) or cfg.get("dataset") != dataset:
-            continue
-        stamp = cfg_path.stat().st_mtime
-        if best is None or stamp > best[0]:
-            best = (stamp, cfg_path.parent)
-    return best[1] if best else None
 
 
 def _host_port(cfg: Any, argv: list[str]) -> tuple[str, int]:
@@ -375,12 +149,18 @@ def main(argv: list[str]) -> None:
         backend = choose_backend(cfg.interests_backend)
     except (ConfigError, ValueError) as err:
         sys.exit(f"error: {err}")
-    run_dir = (
-        resolve(cfg.run_dir) if cfg.run_dir else find_latest_run(resolve(cfg.runs_dir), cfg.dataset)
-    )
+    unfinished: list[Path] = []
+    if cfg.run_dir:
+        run_dir: Path | None = resolve(cfg.run_dir)
+    else:
+        run_dir, unfinished = find_latest_run(resolve(cfg.runs_dir), cfg.dataset)
     if run_dir is None:
+        waiting = (
+            f" (not finished yet: {', '.join(p.name for p in unfinished)})" if unfinished else ""
+        )
         sys.exit(
-            f"error: no trained run of dataset '{cfg.dataset}' under {resolve(cfg.runs_dir)}.\n"
+            f"error: no finished run of dataset '{cfg.dataset}' under "
+            f"{resolve(cfg.runs_dir)}{waiting}.\n"
             f"Train one with `bash run.sh` (or `python train.py --dataset={cfg.dataset}`), "
             "or pass --run_dir=DIR."
         )

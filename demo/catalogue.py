@@ -103,11 +103,12 @@ class Catalogue:
     def get(self, token: str) -> Item | None:
         return self.items.get(token)
 
-    def search(self, query: str, limit: int = 20) -> list[Item]:
-        """Titles containing the query as a phrase first, then titles containing all its words.
+    def search(self, query: str) -> list[Item]:
+        """Every match, titles containing the query as a phrase first, then titles containing
+        all its words (callers page through the list; ``len`` is the total).
 
         Each query word must appear in the title as a whole word or as a substring of a word
-        (``"pipet"`` finds "Pipettes"); ties keep catalogue order, so results are stable.
+        (``"pipet"`` finds "Pipettes"); ties keep catalogue order, so pages are stable.
         """
         phrase = " ".join(query.lower().split())
         words = _WORD.findall(phrase)
@@ -122,6 +123,4 @@ class Catalogue:
                 w in self._words[token] or any(w in tw for tw in self._words[token]) for w in words
             ):
                 loose.append(token)
-            if len(exact) >= limit:
-                break
-        return [self.items[t] for t in (exact + loose)[:limit]]
+        return [self.items[t] for t in exact + loose]

@@ -8,12 +8,15 @@ parallel calls only fight over the same cores, and the model need not be thread-
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
 from demo.catalogue import Catalogue
+
+log = logging.getLogger("demo.ranking")
 
 
 class RecommenderLike(Protocol):
@@ -38,6 +41,7 @@ class Ranking:
     source: Literal["model", "popular"]
     history_used: list[str]
     interests_used: list[str]
+    history_excluded: bool
 
 
 class Ranker:
@@ -52,18 +56,56 @@ class Ranker:
     def uses_interests(self) -> bool:
         return bool(self.recommender.uses_interests)
 
-    def _rank(self, history: list[str], interests: list[str], k: int) -> Ranking:
+    def _beams(self) -> int:
+        config = getattr(self.recommender, "config", None)
+        return int(getattr(config, "num_beams", 0) or 0)
+
+    def _model_items(
+        self, recent: list[str], used: list[str], k: int, exclude: set[str]
+    ) -> list[tuple[str, float]]:
+        """The model's top ``k`` without ``exclude``, in the model's order.
+
+        The first call asks for as many items as the beam search keeps anyway (same cost as
+        asking for ``k``); only when purchases crowd the top does a second, wider call run.
+        """
+        asks = [max(k, self._beams())] if exclude else [k]
+        if exclude:
+            asks.append(min(k + len(exclude), len(self.catalogue)))
+        kept: list[tuple[str, float]] = []
+        for ask in asks:
+            items = self.recommender.recommend(recent, used or None, k=ask)
+            kept = [(str(t), float(s)) for t, s in items if str(t) not in exclude]
+            if len(kept) >= k or len(items) < ask:
+                break
+        return kept[:k]
+
+    def _rank(self, history: list[str], interests: list[str], k: int, exclude: bool) -> Ranking:
         if not history:
             popular = [(t, float(c)) for t, c in self.catalogue.popular[:k]]
-            return Ranking(popular, "popular", [], [])
+            return Ranking(popular, "popular", [], [], exclude)
         recent = history[-self.recommender.max_history :]
         used = list(interests) if self.uses_interests and interests else []
-        items = self.recommender.recommend(recent, used or None, k=k)
-        return Ranking([(str(t), float(s)) for t, s in items], "model", recent, used)
+        items = self._model_items(recent, used, k, set(history) if exclude else set())
+        return Ranking(items, "model", recent, used, exclude)
 
-    async def rank(self, history: list[str], interests: list[str], k: int) -> Ranking:
+    async def rank(
+        self, history: list[str], interests: list[str], k: int, exclude_history: bool = True
+    ) -> Ranking:
+        """Off the event loop; ``exclude_history`` leaves purchased items out."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._rank, list(history), list(interests), k)
+        return await loop.run_in_executor(
+            self._pool, self._rank, list(history), list(interests), k, exclude_history
+        )
+
+    async def warm_up(self) -> None:
+        """Rank once with an interest at startup, so the first visitor does not pay for loading
+        the phrase-embedding model (seconds); a failure here only costs that time later."""
+        if not self.uses_interests or not self.catalogue.popular:
+            return
+        try:
+            await self.rank([self.catalogue.popular[0][0]], ["warm up"], 1)
+        except Exception as err:
+            log.warning("ranking warm-up failed: %s: %s", type(err).__name__, str(err)[:200])
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,18 +1,46 @@
-"""Request and response models of the JSON API (they also document it on /docs)."""
+"""Request and response models of the JSON API (they also document it on /docs).
+
+The limits here are the demo's limits everywhere: interests from an LLM are held to the same
+phrase length and count as interests sent to the API (demo.interests.clean_phrases).
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+)
 
 MAX_HISTORY = 1000
 MAX_INTERESTS = 20
 MAX_INTEREST_CHARS = 200
 MAX_K = 100
+MAX_ITEMS_LIMIT = 100
+MAX_OFFSET = 100_000
+
+
+def _not_blank(phrase: str) -> str:
+    """Strip the phrase; one of only spaces says nothing, so it is an error, not an interest."""
+    phrase = phrase.strip()
+    if not phrase:
+        raise ValueError("must not be blank")
+    return phrase
+
 
 ItemId = Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)]
-Interest = Annotated[StrictStr, StringConstraints(min_length=1, max_length=MAX_INTEREST_CHARS)]
+Interest = Annotated[
+    StrictStr,
+    StringConstraints(min_length=1, max_length=MAX_INTEREST_CHARS),
+    AfterValidator(_not_blank),
+]
 
 
 class RecommendRequest(BaseModel):
@@ -33,9 +61,15 @@ class RecommendRequest(BaseModel):
     interests: list[Interest] | None = Field(
         default=None,
         max_length=MAX_INTERESTS,
-        description="Interest phrases; null or [] for none. Ignored by a model without interests.",
+        description="Interest phrases (not blank; surrounding spaces are dropped); null or [] "
+        "for none. Ignored by a model without interests.",
     )
     k: StrictInt = Field(default=10, ge=1, le=MAX_K, description="How many items to return.")
+    exclude_history: StrictBool = Field(
+        default=True,
+        description="Leave out items already in the history (a shop does not offer back what "
+        "was just bought); the rest keep the model's order.",
+    )
 
 
 class ScoredItem(BaseModel):
@@ -49,6 +83,7 @@ class RecommendResponse(BaseModel):
     source: Literal["model", "popular"]
     history_used: list[str] = Field(description="The most recent items the model saw.")
     interests_used: list[str]
+    history_excluded: bool = Field(description="True when items of the history were left out.")
 
 
 class CatalogueItem(BaseModel):
@@ -60,6 +95,10 @@ class CatalogueItem(BaseModel):
 
 class ItemsResponse(BaseModel):
     query: str
+    total: int = Field(description="How many items match in all.")
+    offset: int
+    limit: int
+    next_offset: int | None = Field(description="``offset`` of the next page; null on the last.")
     items: list[CatalogueItem]
 
 
@@ -68,12 +107,17 @@ class HealthResponse(BaseModel):
     dataset: str
     items: int
     interests_backend: str
+    interests_ready: bool = Field(
+        description="False while the interest model is still loading at startup; extractions "
+        "asked for meanwhile wait for it (their pages show 'pending')."
+    )
+    interests_status: Literal["loading", "ready", "failed"]
     uses_interests: bool
     uptime_s: float
 
 
 class RecCard(BaseModel):
-    """One recommendation as the page draws it."""
+    """One recommendation as the page draws it (never an item already in the history)."""
 
     id: str
     title: str
@@ -81,7 +125,6 @@ class RecCard(BaseModel):
     category: str
     hue: int
     score: float
-    bought: bool = Field(description="Already in the visitor's history.")
 
 
 class VisitorState(BaseModel):
@@ -96,4 +139,4 @@ class VisitorState(BaseModel):
     backend: str
     source: Literal["model", "popular"]
     interests_used: list[str] = Field(description="The interests the recommendations used.")
-    recommendations: list[RecCard]
+    recommendations: list[RecCard] = Field(description="Purchased items are left out.")

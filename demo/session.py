@@ -1,50 +1,85 @@
-"""Signed session cookies: each visitor gets a random id the server can trust it issued.
+"""Signed session cookies via Starlette's SessionMiddleware (itsdangerous underneath).
 
-The cookie carries only ``<id>.<hmac>``; history and interests stay on the server, so a visitor
-can neither read nor forge another visitor's state. The key comes from ``GENREC_SECRET`` (stable
-across restarts) or is random per process (cookies then expire with the process).
+The cookie carries only ``{"sid": <random id>}``, signed and time-stamped; history and interests
+stay on the server, so a visitor can neither read nor forge another visitor's state. A cookie is
+issued only when a visitor first changes something (``keep_sid``): reading pages creates
+nothing. A cookie that fails verification (tampered, expired, garbage, non-ASCII) is treated as
+absent and expired in the same response, so a browser does not keep sending it. The key comes
+from ``GENREC_SECRET`` (stable across restarts) or is random per process.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import os
 import secrets
 
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 COOKIE_NAME = "genrec_sid"
+COOKIE_MAX_AGE_S = 30 * 24 * 3600
 SECRET_ENV = "GENREC_SECRET"
 
 
-def load_secret() -> bytes:
-    """The signing key: ``$GENREC_SECRET`` if set, else 32 random bytes for this process."""
-    env = os.environ.get(SECRET_ENV, "")
-    return env.encode() if env else secrets.token_bytes(32)
+def load_secret() -> str:
+    """The signing key: ``$GENREC_SECRET`` if set, else a random one for this process."""
+    return os.environ.get(SECRET_ENV, "") or secrets.token_urlsafe(32)
 
 
-class CookieSigner:
-    """Issues and checks ``<id>.<signature>`` cookie values."""
+def session_sid(request: Request) -> str | None:
+    """The caller's session id, or None without a valid session cookie."""
+    sid = request.session.get("sid")
+    return sid if isinstance(sid, str) and sid else None
 
-    def __init__(self, secret: bytes) -> None:
-        if not secret:
-            raise ValueError("session secret must not be empty")
-        self._secret = secret
 
-    def _signature(self, sid: str) -> str:
-        digest = hmac.new(self._secret, sid.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+def new_sid() -> str:
+    return secrets.token_urlsafe(18)
 
-    def new_value(self) -> tuple[str, str]:
-        """A fresh session id and the cookie value that carries it."""
-        sid = secrets.token_urlsafe(18)
-        return sid, f"{sid}.{self._signature(sid)}"
 
-    def verify(self, value: str | None) -> str | None:
-        """The session id if ``value`` was signed by us, else None."""
-        if not value or value.count(".") != 1:
-            return None
-        sid, sig = value.split(".")
-        if not sid or len(sid) > 64:
-            return None
-        return sid if hmac.compare_digest(sig, self._signature(sid)) else None
+def keep_sid(request: Request, sid: str) -> None:
+    """Issue (or re-send) the cookie for ``sid``: re-sending it on every write keeps an active
+    visitor's session from expiring."""
+    request.session["sid"] = sid
+
+
+class ExpireRejectedCookie:
+    """Inside SessionMiddleware: expire a cookie that did not verify and was not replaced."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        session = scope["session"]
+        rejected = COOKIE_NAME in HTTPConnection(scope).cookies and not session
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start" and rejected and not session:
+                MutableHeaders(scope=message).append(
+                    "set-cookie",
+                    f"{COOKIE_NAME}=null; path=/; Max-Age=0; httponly; samesite=lax",
+                )
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+def session_middleware(secret: str) -> list[Middleware]:
+    """The session layers, outermost first, for ``FastAPI(middleware=...)``."""
+    if not secret:
+        raise ValueError("session secret must not be empty")
+    return [
+        Middleware(
+            SessionMiddleware,
+            secret_key=secret,
+            session_cookie=COOKIE_NAME,
+            max_age=COOKIE_MAX_AGE_S,
+            same_site="lax",
+        ),
+        Middleware(ExpireRejectedCookie),
+    ]

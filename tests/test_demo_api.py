@@ -1,8 +1,11 @@
 """The demo's JSON API and pages against a real tiny trained model (FastAPI's TestClient).
 
-Covers: every kind of bad input -> 422 naming the field; rankings identical to the model's own;
-visitors whose states stay apart; search; health; the purchase/history flow; escaping of LLM
-text. The background-interest behaviour against the real DashScope SDK is in the second half.
+Covers: every kind of bad input -> 422 naming the field (413 for large bodies, never a 500,
+never a long echo); rankings identical to the model's own, purchases left out; visitors whose
+states stay apart and that no one client can evict; signed sessions that survive hostile
+cookies; search paging; health and warm-up; the purchase/history flow; escaping and limits of
+LLM text; security headers and offline docs. The background-interest behaviour against the
+real DashScope SDK is in the second half.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -22,9 +27,15 @@ from fastapi.testclient import TestClient
 
 from demo.app import create_app
 from demo.interests import choose_backend
-from demo.session import COOKIE_NAME, CookieSigner
-from demo.state import MAX_HISTORY, Visitor, VisitorStore
-from tests.demo_support import SlowExtractor, keywords_extractor, load_tiny, wait_for
+from demo.session import COOKIE_NAME
+from demo.state import MAX_HISTORY, StoreFull, TooManyNewVisitors, Visitor, VisitorStore
+from tests.demo_support import (
+    SlowExtractor,
+    keywords_extractor,
+    load_tiny,
+    model_ranking,
+    wait_for,
+)
 from tests.fake_dashscope import FakeDashScope, default_reply
 
 K_PAGE = 12
@@ -65,12 +76,7 @@ def _split_rows(rec: Any, split: str) -> list[dict]:
     return load_split(Path(rec.data_folder), rec.dataset, split)
 
 
-def expected(
-    rec: Any, history: list[str], interests: list[str] | None, k: int
-) -> list[tuple[str, float]]:
-    return rec.recommend(
-        history[-rec.max_history :], interests if rec.uses_interests else None, k=k
-    )
+expected = model_ranking
 
 
 # -- bad input ---------------------------------------------------------------------------------
@@ -136,11 +142,17 @@ def test_ranking_equals_the_models(client: TestClient, tiny: tuple[Any, dict]) -
     rec, items = tiny
     interests = ["digital calipers", "lab safety"]
     for history in sample_histories(rec, 6):
-        for used in (None, interests):
-            r = client.post("/api/recommend", json={"history": history, "interests": used, "k": 10})
+        for used, exclude in ((None, True), (interests, True), (interests, False)):
+            r = client.post(
+                "/api/recommend",
+                json={"history": history, "interests": used, "k": 10, "exclude_history": exclude},
+            )
             assert r.status_code == 200, r.text
             body = r.json()
-            want = expected(rec, history, used, 10)
+            assert body["history_excluded"] is exclude
+            want = expected(rec, history, used, 10, exclude)
+            if exclude:
+                assert not set(history) & {i["id"] for i in body["items"]}
             assert [i["id"] for i in body["items"]] == [t for t, _ in want]
             assert [i["score"] for i in body["items"]] == pytest.approx(
                 [s for _, s in want], abs=1e-5
@@ -201,8 +213,6 @@ def _escaped(text: str) -> str:
 
 
 def _page_ids(html: str, list_id: str) -> list[str]:
-    import re
-
     block = html.split(f'id="{list_id}"', 1)[1].split("</ol>", 1)[0]
     return re.findall(r'<li class="card" data-id="([^"]+)"', block)
 
@@ -249,16 +259,71 @@ def test_two_visitors_stay_apart(tiny: tuple[Any, dict]) -> None:
         assert [h["id"] for h in bob.get("/api/state").json()["history"]] == [b_item, b_item]
 
 
-def test_forged_cookie_gets_a_fresh_session(client: TestClient, tiny: tuple[Any, dict]) -> None:
+def _session_payload(cookie: str) -> dict:
+    """The JSON inside a Starlette session cookie (``base64(json).timestamp.signature``)."""
+    import base64
+    import json
+
+    return json.loads(base64.b64decode(cookie.split(".")[0]))
+
+
+def _forge(payload: dict, signed_like: str) -> str:
+    """``payload`` in place of a genuine cookie's, keeping its timestamp and signature."""
+    import base64
+    import json
+
+    data = base64.b64encode(json.dumps(payload).encode()).decode()
+    return ".".join([data, *signed_like.split(".")[1:]])
+
+
+def test_forged_cookie_gets_nothing(client: TestClient, tiny: tuple[Any, dict]) -> None:
     rec, _ = tiny
     client.post(f"/buy/{rec.item_tokens[5]}")
-    sid = client.cookies[COOKIE_NAME].split(".")[0]
+    genuine = client.cookies[COOKIE_NAME]
+    assert set(_session_payload(genuine)) == {"sid"}  # only an id travels; state stays here
     intruder = TestClient(client.app)
     intruder.portal = client.portal
-    r = intruder.get("/api/state", headers={"cookie": f"{COOKIE_NAME}={sid}.forged-signature"})
-    assert r.json()["history"] == []
+    forged = _forge({"sid": "someone-else"}, genuine)
+    r = intruder.get("/api/state", headers={"cookie": f"{COOKIE_NAME}={forged}"})
+    assert r.status_code == 200 and r.json()["history"] == []
+    assert "max-age=0" in r.headers["set-cookie"].lower()  # the bad cookie is expired
+    r = intruder.post(
+        f"/buy/{rec.item_tokens[6]}",
+        headers={"cookie": f"{COOKIE_NAME}={forged}"},
+        follow_redirects=False,
+    )
     issued = r.cookies[COOKIE_NAME]
-    assert issued.split(".")[0] != sid and r.headers["set-cookie"].lower().count("httponly") == 1
+    assert _session_payload(issued)["sid"] != _session_payload(genuine)["sid"]
+    assert r.headers["set-cookie"].lower().count("httponly") == 1
+    assert [h["id"] for h in client.get("/api/state").json()["history"]] == [rec.item_tokens[5]]
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        "\u00e9t\u00e9",
+        "caf\u00e9.\u00e9.\u00e9",
+        "a.b.c",
+        "",
+        "null",
+        "eyJzaWQiOiAieCJ9.x.y",
+        "%FF",
+    ],
+)
+def test_hostile_cookie_is_ignored_and_replaced(
+    client: TestClient, tiny: tuple[Any, dict], cookie: str
+) -> None:
+    rec, _ = tiny
+    raw = {b"cookie": f"{COOKIE_NAME}={cookie}".encode()}  # sent as UTF-8 bytes, as a bot might
+    for path in ("/", "/history", "/api/state", f"/item/{rec.item_tokens[0]}"):
+        r = client.get(path, headers=raw)
+        assert r.status_code == 200, (path, r.status_code)
+        assert "max-age=0" in r.headers["set-cookie"].lower()
+    r = client.post(f"/buy/{rec.item_tokens[0]}", headers=raw, follow_redirects=False)
+    assert r.status_code == 303 and "max-age=0" not in r.headers["set-cookie"].lower()
+    fresh = r.cookies[COOKIE_NAME]
+    state = client.get("/api/state", headers={"cookie": f"{COOKIE_NAME}={fresh}"}).json()
+    assert [h["id"] for h in state["history"]] == [rec.item_tokens[0]]
 
 
 # -- pages -------------------------------------------------------------------------------------
@@ -279,16 +344,25 @@ def test_product_page_and_history_flow(client: TestClient, tiny: tuple[Any, dict
     assert client.post("/buy/no-such-item").status_code == 404
 
     others = [t for t in rec.item_tokens[:3] if t != token]
-    for t in [token, *others]:
+    for t in [token, *others, token]:
         r = client.post(f"/buy/{t}", follow_redirects=False)
-        assert r.status_code == 303 and r.headers["location"] == f"/?added={t}"
+        assert r.status_code == 303 and r.headers["location"] == "/"
     history = client.get("/history")
     assert [_escaped(items[t]["title"]) in history.text for t in [token, *others]] == [True] * 3
-    # remove the oldest purchase (position 0), then clear everything
-    client.post("/history/remove/0")
-    assert [h["id"] for h in client.get("/api/state").json()["history"]] == others
-    client.post("/history/remove/99")  # nothing there: no change, no error
-    assert len(client.get("/api/state").json()["history"]) == 2
+    rows = re.findall(r'<li class="history-row" data-id="([^"]+)"', history.text)
+    assert rows == [token, *reversed(others)]  # one row per product, most recent first
+    assert "×2" in history.text and f'action="/history/remove/{others[0]}"' in history.text
+    # remove by id: a double click (or a stale page) cannot remove another product
+    for _ in range(2):
+        r = client.post(f"/history/remove/{others[0]}", follow_redirects=False)
+        assert r.status_code == 303
+        assert [h["id"] for h in client.get("/api/state").json()["history"]] == [
+            token,
+            others[1],
+            token,
+        ]
+    client.post("/history/remove/no-such-item")  # nothing there: no change, no error
+    assert len(client.get("/api/state").json()["history"]) == 3
     client.post("/history/clear")
     state = client.get("/api/state").json()
     assert state["history"] == [] and state["interests"] == [] and state["source"] == "popular"
@@ -426,7 +500,7 @@ def test_result_for_an_older_history_is_discarded(tiny: tuple[Any, dict]) -> Non
         # the [a]-only answer (back after 1.5 s) was never shown as the current interests
         assert not any("after 1 items" in s["interests"] for s in seen)
         assert echo.calls == [[items[a]["title"]], [items[a]["title"], items[b]["title"]]]
-        assert c.app.state.worker.discarded == 1
+        assert c.app.state.demo.worker.discarded == 1
         want = expected(rec, [a, b], final["interests"], K_PAGE)
         assert [r["id"] for r in final["recommendations"]] == [t for t, _ in want]
 
@@ -538,15 +612,17 @@ def test_dashscope_timeout_keeps_the_last_interests_and_shows_a_notice(
 ) -> None:
     rec, _ = tiny
     a, b = rec.item_tokens[2], rec.item_tokens[3]
-    srv = llm_server("ok", default="slow", slow_s=3.0)  # the first answer is quick, then slow
+    srv = llm_server("ok", default="slow", slow_s=4.0)  # the first answer is quick, then slow
     with dashscope_client(tiny, interests_timeout_s=1.0) as c:
         c.post(f"/buy/{a}")
         first = wait_for(lambda: (s := c.get("/api/state").json())["status"] == "ready" and s, 20)
         c.post(f"/buy/{b}")
         state = wait_for(lambda: (s := c.get("/api/state").json())["status"] == "failed" and s, 20)
-        assert state["notice"] == "Interest extraction timed out after 1 s."
+        assert state["notice"] == "Interest extraction timed out after 3 s."  # 1 s, then 2 s
         assert state["interests"] == first["interests"] and not state["interests_current"]
-        assert state["interests"] == answer_to(srv.prompts()[0])
+        prompts = srv.prompts()
+        assert state["interests"] == answer_to(prompts[0])
+        assert len(prompts) == 3 and prompts[1] == prompts[2]  # the timed-out one, tried again
         page = c.get("/")
         assert page.status_code == 200 and "timed out" in page.text
         want = expected(rec, [a, b], first["interests"], K_PAGE)  # the last interests known
@@ -576,7 +652,7 @@ def test_dashscope_answer_for_an_older_history_is_discarded(
         assert in_prompt(items[a], second) and in_prompt(items[b], second)
         assert final["interests"] == answer_to(second)
         assert answer_to(first) not in seen  # the stale answer never reached the page
-        assert c.app.state.worker.discarded == 1
+        assert c.app.state.demo.worker.discarded == 1
 
 
 # -- small parts -------------------------------------------------------------------------------
@@ -597,22 +673,35 @@ def test_visitor_versions_discard_stale_results_and_cap_the_history() -> None:
     assert len(visitor.history) == MAX_HISTORY and visitor.history[-1] == str(MAX_HISTORY + 4)
 
 
-def test_visitor_store_is_bounded() -> None:
-    store = VisitorStore(max_visitors=3)
-    store.get("a").add("x")
-    for sid in "bcd":
-        store.get(sid)
-    assert len(store) == 3
-    assert store.get("a").history == []  # the least recently seen was dropped
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def test_cookie_signatures() -> None:
-    signer = CookieSigner(b"secret-1")
-    sid, value = signer.new_value()
-    assert signer.verify(value) == sid
-    for bad in (None, "", value + "x", sid, f"{sid}.", f"x{value}", "a.b.c"):
-        assert signer.verify(bad) is None
-    assert CookieSigner(b"secret-2").verify(value) is None
+def test_visitor_store_evicts_only_idle_visitors_and_limits_each_client() -> None:
+    clock = FakeClock()
+    store = VisitorStore(max_visitors=3, min_idle_s=60, new_per_client=2, window_s=10, clock=clock)
+    store.create("a", "10.0.0.1").add("x")
+    store.create("b", "10.0.0.2")
+    store.create("c", "10.0.0.2")
+    with pytest.raises(TooManyNewVisitors) as quota:  # the same address, within its window
+        store.create("d", "10.0.0.2")
+    assert quota.value.retry_after_s == pytest.approx(10)
+    with pytest.raises(StoreFull):  # full, and everyone was seen within a minute
+        store.create("d", "10.0.0.3")
+    assert store.find("a").history == ["x"] and len(store) == 3
+    clock.now += 30
+    store.find("a")  # a is active: b (idle 30 s, still < 60 s) is not evictable yet either
+    with pytest.raises(StoreFull):
+        store.create("d", "10.0.0.3")
+    clock.now += 40  # b and c idle 70 s, a 40 s
+    store.create("d", "10.0.0.3")
+    assert store.find("b") is None and store.find("a").history == ["x"]
+    assert store.find(None) is None and store.find("never-issued") is None
+    store.create("e", "10.0.0.2")  # the window of 10.0.0.2 has passed: a new quota
 
 
 def test_backend_choice() -> None:
@@ -622,3 +711,348 @@ def test_backend_choice() -> None:
     assert choose_backend("keywords", {"DASHSCOPE_API_KEY": "k"}) == "keywords"
     with pytest.raises(ValueError, match="interests_backend"):
         choose_backend("gpt", {})
+
+
+# -- hostile clients -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"history": [], "k": 1e309}',
+        b'{"history": [], "k": NaN}',
+        b'{"history": [], "k": Infinity}',
+        b'{"history": [], "k": -Infinity}',
+        b'{"history": [1e309], "k": 5}',
+        b'{"history": [], "extra": NaN}',
+    ],
+)
+def test_non_finite_numbers_are_422(client: TestClient, body: bytes) -> None:
+    r = client.post("/api/recommend", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["message"].split(":")[0] in ("k", "history.0", "extra")
+
+
+def test_large_bodies_are_refused_early_and_errors_echo_an_excerpt(client: TestClient) -> None:
+    huge = b'{"history": ["' + b"1" * 300_000 + b'"]}'
+    json_type = {"content-type": "application/json"}
+    r = client.post("/api/recommend", content=huge, headers=json_type)
+    assert r.status_code == 413 and "larger than" in r.json()["message"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams in
+        yield from [b"x" * 65_536] * 8
+
+    r = client.post("/api/recommend", content=chunks(), headers=json_type)
+    assert r.status_code == 413 and r.headers["x-content-type-options"] == "nosniff"
+    assert client.post("/buy/0", content=huge).status_code == 413
+    # under the limit but invalid: the error names the field, with a short excerpt of the input
+    body = {"history": ["7" * 200_000], "interests": ["y" * 50_000]}
+    r = client.post("/api/recommend", json=body)
+    assert r.status_code == 422 and len(r.content) < 2_000, len(r.content)
+    assert r.json()["message"].startswith("history.0: String should have at most 64 characters")
+    r = client.post("/api/recommend", json={"history": list(range(900))})  # 900 wrong items
+    assert r.status_code == 422 and len(r.content) < 8_000
+    assert r.json()["message"].endswith("; and 895 more") and len(r.json()["detail"]) == 20
+
+
+def test_http_errors_carry_a_message(client: TestClient) -> None:
+    nested = client.post(
+        "/api/recommend", content=b"[" * 100_000, headers={"content-type": "application/json"}
+    )
+    assert nested.status_code == 400
+    assert nested.json()["message"] == "There was an error parsing the body"
+    assert client.get("/api/nothing").json()["message"] == "Not Found"
+    assert client.delete("/api/health").json()["message"] == "Method Not Allowed"
+
+
+def test_blank_interests_are_422(client: TestClient) -> None:
+    for blank in (" ", "   ", "\t\n"):
+        r = client.post("/api/recommend", json={"history": ["0"], "interests": ["ok", blank]})
+        assert r.status_code == 422
+        assert r.json()["message"] == "interests.1: Value error, must not be blank"
+    padded = client.post("/api/recommend", json={"history": ["0"], "interests": ["  lab  "]})
+    assert padded.status_code == 200
+
+
+def test_reads_create_no_visitor(client: TestClient, tiny: tuple[Any, dict]) -> None:
+    rec, _ = tiny
+    store = client.app.state.demo.store
+    for _ in range(20):
+        for path in ("/", "/history", "/api/state", f"/item/{rec.item_tokens[0]}", "/search?q=a"):
+            r = client.get(path)
+            assert r.status_code == 200 and "set-cookie" not in r.headers
+    assert client.post("/history/clear").status_code == 200
+    assert client.post(f"/history/remove/{rec.item_tokens[0]}").status_code == 200
+    assert client.post("/buy/no-such-item").status_code == 404
+    assert len(store) == 0 and COOKIE_NAME not in client.cookies
+    client.post(f"/buy/{rec.item_tokens[0]}")
+    assert len(store) == 1 and COOKIE_NAME in client.cookies
+
+
+def test_one_client_cannot_evict_a_real_visitor(tiny: tuple[Any, dict]) -> None:
+    rec, _ = tiny
+    token = rec.item_tokens[0]
+    with make_client(tiny, max_visitors=4, new_visitors_per_client=2) as alice:
+        alice.post(f"/buy/{token}")
+
+        def visitor_from(address: str) -> TestClient:
+            other = TestClient(alice.app, client=(address, 50000))
+            other.portal = alice.portal
+            return other
+
+        codes = [visitor_from("10.6.6.6").post(f"/buy/{token}").status_code for _ in range(6)]
+        assert codes == [200, 200, 429, 429, 429, 429]  # the redirect to / is followed
+        refused = visitor_from("10.6.6.6").post(f"/buy/{token}", follow_redirects=False)
+        assert int(refused.headers["retry-after"]) > 0 and "try again" in refused.text
+        assert COOKIE_NAME not in refused.cookies  # no session for a refused visitor
+        assert visitor_from("10.7.7.7").post(f"/buy/{token}").status_code == 200  # 4 stored
+        full = visitor_from("10.8.8.8").post(f"/buy/{token}")
+        assert full.status_code == 503 and "full" in full.text
+        assert [h["id"] for h in alice.get("/api/state").json()["history"]] == [token]
+        assert len(alice.app.state.demo.store) == 4
+
+
+# -- LLM output, warm-up and retries --------------------------------------------------------------
+
+
+class ScriptedExtractor:
+    """Answers each call with the next scripted reply; a reply that is a number of seconds
+    sleeps that long first, and one that is an exception is raised."""
+
+    def __init__(self, *replies: Any, label: str = "scripted", sleep_s: float = 0.0) -> None:
+        self.label = label
+        self.replies = list(replies)
+        self.sleep_s = sleep_s
+        self.calls = 0
+
+    async def extract(self, history_items: list[dict]) -> Any:
+        reply = self.replies[min(self.calls, len(self.replies) - 1)]
+        self.calls += 1
+        if isinstance(reply, tuple):  # (seconds to sleep, reply)
+            await asyncio.sleep(reply[0])
+            reply = reply[1]
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+
+def test_llm_output_is_held_to_the_api_limits(tiny: tuple[Any, dict]) -> None:
+    rec, _ = tiny
+    flood = ["x" * 2_000_000, "  lab   glassware ", "Lab Glassware", 7, "", "   "]
+    flood += [f"phrase {i}" for i in range(50)]
+    with make_client(tiny, ScriptedExtractor(flood)) as c:
+        c.post(f"/buy/{rec.item_tokens[0]}")
+        state = wait_for(lambda: (s := c.get("/api/state")).json()["status"] == "ready" and s, 10)
+        interests = state.json()["interests"]
+        assert interests == ["lab glassware"] + [f"phrase {i}" for i in range(19)]
+        assert len(state.content) < 20_000
+        assert len(c.get("/").content) < 60_000
+        r = c.post("/api/recommend", json={"history": [rec.item_tokens[0]], "interests": interests})
+        assert r.status_code == 200  # what the page uses, the API accepts
+
+
+def test_llm_output_that_is_not_a_list_fails_with_a_notice(tiny: tuple[Any, dict]) -> None:
+    rec, _ = tiny
+    with make_client(tiny, ScriptedExtractor("one long string")) as c:
+        c.post(f"/buy/{rec.item_tokens[0]}")
+        state = wait_for(lambda: (s := c.get("/api/state").json())["status"] == "failed" and s, 10)
+        assert state["notice"] == "Interest extraction is unavailable right now."
+
+
+def test_a_slow_model_is_loaded_at_startup_and_health_says_when(tiny: tuple[Any, dict]) -> None:
+    rec, _ = tiny
+    # the first call (the warm-up) takes 2 s, longer than the 1 s extraction timeout
+    extractor = ScriptedExtractor((2.0, ["warm"]), ["lab glassware"], label="local:SmolLM2")
+    with make_client(tiny, extractor, interests_timeout_s=1.0) as c:
+        health = c.get("/api/health").json()
+        assert health["interests_ready"] is False and health["interests_status"] == "loading"
+        c.post(f"/buy/{rec.item_tokens[0]}")  # the first visitor, while the model loads
+        assert c.get("/api/state").json()["status"] == "pending"
+        wait_for(lambda: c.get("/api/health").json()["interests_ready"], 10)
+        state = wait_for(lambda: (s := c.get("/api/state").json())["status"] != "pending" and s, 10)
+        assert state["status"] == "ready" and state["interests"] == ["lab glassware"]
+        assert extractor.calls == 2  # the warm-up, then the visitor's extraction
+
+
+def test_a_model_that_fails_to_load_is_reported(tiny: tuple[Any, dict]) -> None:
+    from data.interests.base import FatalError
+
+    rec, _ = tiny
+    extractor = ScriptedExtractor(FatalError("local model failed: no weights"), ["never"])
+    with make_client(tiny, extractor, warm_up=True) as c:
+        wait_for(lambda: c.get("/api/health").json()["interests_status"] == "failed", 10)
+        c.post(f"/buy/{rec.item_tokens[0]}")
+        state = wait_for(lambda: (s := c.get("/api/state").json())["status"] == "failed" and s, 10)
+        assert state["notice"] == "Interest extraction is unavailable right now."
+        assert extractor.calls == 1
+
+
+def test_warm_up_only_for_a_local_model(tiny: tuple[Any, dict]) -> None:
+    from demo.interests import needs_warm_up
+
+    assert needs_warm_up(ScriptedExtractor([], label="local:SmolLM2-135M-Instruct"))
+    assert not needs_warm_up(ScriptedExtractor([], label="dashscope:qwen-plus"))
+    assert not needs_warm_up(keywords_extractor())
+    with make_client(tiny) as c:
+        assert c.get("/api/health").json()["interests_ready"] is True
+
+
+def test_a_timed_out_extraction_is_tried_again(
+    tiny: tuple[Any, dict], caplog: pytest.LogCaptureFixture
+) -> None:
+    rec, _ = tiny
+    # the second try gets twice the time: 0.8 s is too slow for the first, in time for the second
+    extractor = ScriptedExtractor((0.8, ["too late"]), (0.8, ["lab glassware"]))
+    with caplog.at_level(logging.INFO), make_client(tiny, extractor, interests_timeout_s=0.5) as c:
+        c.post(f"/buy/{rec.item_tokens[0]}")
+        state = wait_for(lambda: (s := c.get("/api/state").json())["status"] == "ready" and s, 10)
+        assert state["interests"] == ["lab glassware"] and extractor.calls == 2
+    assert (
+        caplog.text.count("timed out after 0.5 s") == 1 and "timed out after 1 s" not in caplog.text
+    )
+    assert "discarded interests" not in caplog.text
+
+
+def test_a_timeout_for_an_older_history_is_logged_as_such(
+    tiny: tuple[Any, dict], caplog: pytest.LogCaptureFixture
+) -> None:
+    rec, _ = tiny
+    extractor = ScriptedExtractor((1.0, ["too late"]), ["lab glassware"])
+    with caplog.at_level(logging.INFO), make_client(tiny, extractor, interests_timeout_s=0.5) as c:
+        c.post(f"/buy/{rec.item_tokens[0]}")
+        c.post(f"/buy/{rec.item_tokens[1]}")  # while the first extraction is timing out
+        state = wait_for(lambda: (s := c.get("/api/state").json())["status"] == "ready" and s, 10)
+        assert state["interests"] == ["lab glassware"] and state["version"] == 2
+        assert c.app.state.demo.worker.discarded == 0
+    assert "extraction for an older history failed" in caplog.text
+    assert "discarded interests computed for an older history" not in caplog.text
+
+
+def test_a_crashing_extractor_logs_one_line(
+    tiny: tuple[Any, dict], caplog: pytest.LogCaptureFixture
+) -> None:
+    rec, _ = tiny
+    extractor = ScriptedExtractor(RuntimeError("boom\nwith a second line"))
+    with make_client(tiny, extractor) as c:
+        c.post(f"/buy/{rec.item_tokens[0]}")
+        wait_for(lambda: c.get("/api/state").json()["status"] == "failed", 10)
+    records = [r for r in caplog.records if r.name == "demo.interests"]
+    assert [r.getMessage() for r in records] == [
+        "interest extraction crashed: RuntimeError: boom with a second line"
+    ]
+    assert records[0].exc_info is None  # no traceback
+
+
+# -- shop behaviour -------------------------------------------------------------------------------
+
+
+def test_purchased_items_are_not_recommended_back(
+    client: TestClient, tiny: tuple[Any, dict]
+) -> None:
+    rec, _ = tiny
+    # the items the model ranks first for a one-item history are bought one after the other
+    history = [rec.item_tokens[7]]
+    for _ in range(3):
+        client.post(f"/buy/{history[-1]}")
+        state = client.get("/api/state").json()
+        shown = [c["id"] for c in state["recommendations"]]
+        assert len(shown) == K_PAGE and not set(shown) & set(history)
+        assert shown == [t for t, _ in expected(rec, history, state["interests"], K_PAGE)]
+        history.append(shown[0])
+    assert _page_ids(client.get("/").text, "rec-list") == [
+        c["id"] for c in client.get("/api/state").json()["recommendations"]
+    ]
+
+
+def test_added_banner_shows_once(client: TestClient, tiny: tuple[Any, dict]) -> None:
+    rec, items = tiny
+    token = rec.item_tokens[2]
+    r = client.post(f"/buy/{token}", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    first = client.get("/").text
+    assert 'id="added"' in first and _escaped(items[token]["title"]) in first
+    assert 'id="added"' not in client.get("/").text  # a reload does not announce it again
+
+
+def test_search_pages(client: TestClient, tiny: tuple[Any, dict]) -> None:
+    everything = client.get("/api/items", params={"q": "a", "limit": 100}).json()
+    total = everything["total"]
+    assert total > 45
+    seen: list[str] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = client.get("/api/items", params={"q": "a", "limit": 20, "offset": offset}).json()
+        assert page["offset"] == offset and page["limit"] == 20 and page["total"] == total
+        seen += [i["id"] for i in page["items"]]
+        offset = page["next_offset"]
+    assert len(seen) == total == len(set(seen))
+    assert seen[:100] == [i["id"] for i in everything["items"]]
+    past = client.get("/api/items", params={"q": "a", "offset": total}).json()
+    assert past["items"] == [] and past["next_offset"] is None
+    for params, field in (({"q": "a", "page": 2}, "page"), ({"q": "a", "offset": -1}, "offset")):
+        r = client.get("/api/items", params=params)
+        assert r.status_code == 422 and r.json()["message"].startswith(field)
+    html = client.get("/search", params={"q": "a", "offset": 48}).text
+    assert f"49–{min(96, total)} of {total}" in html and 'id="prev-page"' in html
+
+
+def test_security_headers_and_offline_docs(client: TestClient) -> None:
+    for path in ("/", "/api/health", "/static/app.js", "/docs", "/item/none"):
+        r = client.get(path)
+        assert r.headers["x-content-type-options"] == "nosniff", path
+        assert "default-src 'self'" in r.headers["content-security-policy"], path
+    assert "script-src 'self';" in client.get("/").headers["content-security-policy"]
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn." not in docs.text and "https://" not in docs.text
+    scripts = re.findall(r'src="([^"]+\.js)"', docs.text)
+    assert scripts and all(client.get(src).status_code == 200 for src in scripts)
+    assert client.get("/openapi.json").status_code == 200
+
+
+def _fake_run(
+    runs: Path, name: str, dataset: str, *, best: bool, tested: bool, age_s: float
+) -> Path:
+    """A run folder with only what run selection looks at, its files ``age_s`` seconds old."""
+    import os
+
+    run = runs / name
+    (run / "best").mkdir(parents=True)
+    (run / "config.yaml").write_text(f"dataset: {dataset}\n")
+    files = [run / "config.yaml", run / "last.pt"]
+    (run / "last.pt").write_bytes(b"")
+    if best:
+        (run / "best" / "model.pt").write_bytes(b"")
+        files.append(run / "best" / "model.pt")
+    if tested:
+        (run / "test_metrics.json").write_text("{}")
+        files.append(run / "test_metrics.json")
+    stamp = time.time() - age_s
+    for f in files:
+        os.utime(f, (stamp, stamp))
+    return run
+
+
+def test_the_newest_finished_run_of_the_dataset_is_served(
+    tmp_path: Path, tiny: tuple[Any, dict]
+) -> None:
+    import os
+
+    from demo.runs import find_latest_run, is_finished
+
+    assert is_finished(Path(tiny[0].run_dir))  # a run train.py completed counts as finished
+
+    runs = tmp_path / "runs"
+    older = _fake_run(runs, "older", "shop", best=True, tested=True, age_s=300)
+    newer = _fake_run(runs, "newer", "shop", best=True, tested=True, age_s=200)
+    _fake_run(runs, "no-best-yet", "shop", best=False, tested=False, age_s=10)
+    _fake_run(runs, "validated-not-tested", "shop", best=True, tested=False, age_s=10)
+    _fake_run(runs, "other-dataset", "other", best=True, tested=True, age_s=1)
+    (runs / "garbage").mkdir()
+    (runs / "garbage" / "config.yaml").write_text("{not yaml")
+    found, unfinished = find_latest_run(runs, "shop")
+    assert found == newer
+    assert sorted(p.name for p in unfinished) == ["no-best-yet", "validated-not-tested"]
+    os.utime(newer / "last.pt")  # training again (resumed) since its test: not finished now
+    assert find_latest_run(runs, "shop")[0] == older
+    assert find_latest_run(runs, "missing") == (None, [])
+    assert find_latest_run(tmp_path / "nowhere", "shop") == (None, [])

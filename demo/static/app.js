@@ -40,7 +40,6 @@
     const meta = el("span", "card-meta");
     meta.appendChild(el("span", "rank", "#" + rank));
     meta.appendChild(el("span", "card-brand", rec.brand));
-    if (rec.bought) meta.appendChild(el("span", "tag", "bought"));
     li.appendChild(meta);
     return li;
   }
