@@ -1,22 +1,44 @@
 """Evaluate a trained run folder on a split with constrained beam search.
 
-python evaluate.py --ckpt=RUN_DIR --split=valid|test [--num_beams=N]
+python evaluate.py --ckpt=RUN_DIR --split=valid|test [--num_beams=N] [--data_dir=DIR] [--device=D]
+
+Writes ``RUN_DIR/eval_<split>_metrics.json``; the run's own ``test_metrics.json`` (written by
+train.py, read by experiments/collect.py) is never touched. The data must be what the run was
+trained on (its ``data.json`` fingerprint); ``--data_dir`` points at a copy elsewhere.
 """
 
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from config import ConfigError, load_config
+from config import Config, ConfigError, given_keys, load_config
 from data.batches import interest_table, load_split_tensors
+from data.device import resolve_device
+from data.fingerprint import check_fingerprint, data_files, fingerprint
 from data.jsonl import DataError
-from data.paths import resolve
-from model.checkpoint import CheckpointError
+from data.paths import dataset_dir, resolve
+from model.checkpoint import CheckpointError, read_config
 from model.evaluation import evaluate_split
 from model.recommender import Recommender
 from model.trainer import format_table
+
+RUN_KEYS = ("dataset", "seed")  # fixed by the run: given, they must agree with it
+
+
+def data_folder(cfg: Config, run_dir: Path, saved: dict, argv: list[str]) -> Path:
+    """The run's dataset folder, or the one under ``--data_dir``; ``--dataset``/``--seed`` can
+    only name the run's own (evaluation is deterministic and the run fixes its dataset)."""
+    given = given_keys("evaluate", argv)
+    for key in RUN_KEYS:
+        if key in given and given[key] != saved[key]:
+            raise ConfigError(
+                f"--{key}={given[key]}: {run_dir} was trained with {key}={saved[key]}; "
+                f"drop --{key} (the run decides it)"
+            )
+    return dataset_dir(cfg.data_dir if "data_dir" in given else saved["data_dir"], saved["dataset"])
 
 
 def main(argv: list[str]) -> None:
@@ -24,36 +46,40 @@ def main(argv: list[str]) -> None:
     if not cfg.ckpt:
         raise ConfigError("--ckpt=RUN_DIR is required")
     run_dir = resolve(cfg.ckpt)
-    rec = Recommender.load(run_dir)
-    rcfg = rec.config
-    folder, name = rec.data_folder, rec.dataset
-    phrase_index, matrix = interest_table(folder, name) if rec.uses_interests else (None, None)
+    saved = read_config(run_dir)
+    folder = data_folder(cfg, run_dir, saved, argv)
+    name, interests = saved["dataset"], bool(saved["interest_fusion"])
+    files = data_files(folder, name, (cfg.split,), interests)
+    check_fingerprint(run_dir, folder, fingerprint(files))
+    rec = Recommender.load(run_dir, folder.parent)
+    device = resolve_device(cfg.device)
+    rec.model.to(device)
+    phrase_index, matrix = interest_table(folder, name) if interests else (None, None)
+    max_interests = rec.config.max_interests
     data = load_split_tensors(
-        folder, name, cfg.split, rec.emb_map, rcfg.max_his_len, rcfg.max_interests, phrase_index
+        folder, name, cfg.split, rec.emb_map, rec.max_history, max_interests, phrase_index
     )
     start = time.perf_counter()
     metrics = evaluate_split(
         rec.model,
-        rec.trie,
+        rec.trie.to(device),
         data,
         rec.item_codes,
         None if matrix is None else torch.from_numpy(matrix).float(),
         cfg.num_beams,
         list(cfg.topk),
         cfg.eval_batch_size,
-        rec.model.code_table.device,
+        device,
         max_items=cfg.eval_max_items,
         max_users=cfg.max_eval_users,
         desc=cfg.split,
     )
     metrics["seconds"] = round(time.perf_counter() - start, 2)
-    metrics["num_beams"] = cfg.num_beams
-    (run_dir / f"{cfg.split}_metrics.json").write_text(json.dumps(metrics, indent=1))
+    metrics.update(num_beams=cfg.num_beams, max_eval_users=cfg.max_eval_users, data=str(folder))
+    out = run_dir / f"eval_{cfg.split}_metrics.json"
+    out.write_text(json.dumps(metrics, indent=1))
     print(format_table(metrics, cfg.split))
-    print(
-        f"{metrics['users']} users in {metrics['seconds']}s; "
-        f"written to {run_dir / f'{cfg.split}_metrics.json'}"
-    )
+    print(f"{metrics['users']} users in {metrics['seconds']}s; written to {out}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ Every script reads ``config/default.yaml``, then ``config/<dataset>.yaml``, then
 script (``data_process``, ``train``, ``evaluate``, ``demo``); a script sees the shared keys plus its
 own section, flattened. Nested sections (``interests``, ``embeddings``) are addressed with dots
 (``--interests.stride=4``). A key that no file defines is an error that names it, and a value must
-keep the type of its default (an int may widen to a float), so typos never pass silently.
+keep the type of its default (an int may widen to a float), and a value outside the names or the
+range a key accepts (``config.checks``) is refused before a script does any work, so typos never
+pass silently.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from config.checks import problems
 
 CONFIG_DIR = Path(__file__).resolve().parent
 SCRIPTS = ("data_process", "train", "evaluate", "demo")
@@ -38,10 +42,14 @@ def _deep_merge(base: dict, extra: dict, where: str, strict: bool) -> dict:
 
 
 def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found (check the --config path)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from err
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {err}") from err
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return data
@@ -138,8 +146,11 @@ class Config(dict):
         return {k: v.to_dict() if isinstance(v, Config) else v for k, v in self.items()}
 
 
-def load_config(script: str, argv: list[str] | None = None, **overrides: Any) -> Config:
-    """Resolve the configuration one script runs with.
+def load_config(
+    script: str, argv: list[str] | None = None, *, validate: bool = True, **overrides: Any
+) -> Config:
+    """Resolve the configuration one script runs with, every value checked (``config.checks``)
+    unless ``validate`` is false (``config.route`` looks at one key at a time).
 
     ``overrides`` (Python values) apply after the command line; tests use them.
     """
@@ -159,4 +170,31 @@ def load_config(script: str, argv: list[str] | None = None, **overrides: Any) ->
         _set_dotted(cfg, key, raw)
     for key, value in overrides.items():
         _set_dotted(cfg, key, value if isinstance(value, str) else json.dumps(value))
+    if validate and (found := problems(cfg)):
+        raise ConfigError(found[0])
     return Config.wrap(cfg)
+
+
+def _dotted_keys(tree: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out += _dotted_keys(value, f"{name}.") if isinstance(value, dict) else [name]
+    return out
+
+
+def given_keys(script: str, argv: list[str]) -> dict[str, Any]:
+    """The keys a user set for ``script`` (command line or ``--config`` file), dotted, with their
+    resolved values: what a script that cannot use a key must refuse rather than ignore."""
+    args = split_argv(argv)
+    keys = [k for k in args if k != "config"]
+    if "config" in args:
+        keys += _dotted_keys(_view(_read_yaml(Path(args["config"])), script))
+    cfg = load_config(script, argv, validate=False)
+    out = {}
+    for key in keys:
+        node: Any = cfg
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node
+    return out

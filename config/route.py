@@ -1,7 +1,8 @@
 """Print, one per line, the ``--key=value`` arguments that a script accepts.
 
 ``run.sh`` forwards its extra arguments through this, so one command line can carry keys for
-several scripts while each script stays strict: a key that no script knows is still an error.
+several scripts while each script stays strict: a key that no script knows is still an error, and
+a bad value (``config.checks``) is one before the first step starts.
 
     python -m config.route train --epochs=3 --interests.stride=2   ->   --epochs=3
 """
@@ -20,7 +21,7 @@ def accepted(script: str, argv: list[str]) -> list[str]:
         takers = []
         for other in SCRIPTS:
             try:
-                load_config(other, [*dataset, arg])
+                load_config(other, [*dataset, arg], validate=False)
                 takers.append(other)
             except ConfigError as err:
                 if "unknown config key" not in str(err):
@@ -31,6 +32,7 @@ def accepted(script: str, argv: list[str]) -> list[str]:
             unknown.append(key)
     if unknown:
         raise ConfigError(f"no script knows the config key(s): {', '.join(unknown)}")
+    load_config(script, keep)  # every value checked before run.sh starts the first step
     return keep
 
 

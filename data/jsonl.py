@@ -13,11 +13,23 @@ class DataError(ValueError):
     """Bad input data; the message names the file and line or field."""
 
 
+def decode_line(raw: bytes, path: Path, lineno: int) -> str:
+    """UTF-8 text of one line, or a ``DataError`` naming the file, line and byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path}:{lineno}: not UTF-8 text (byte {err.start + 1} of the line is "
+            f"0x{raw[err.start]:02x}); convert the file to UTF-8"
+        ) from err
+
+
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)``; a malformed line raises ``DataError`` naming it."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = decode_line(raw, path, lineno)
             if not line.strip():
                 continue
             try:

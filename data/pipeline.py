@@ -55,6 +55,15 @@ def print_summary(name: str, stats: dict) -> None:
     )
 
 
+def report_missing_metadata(missing: list[str], n_items: int, meta_path: Path | None) -> None:
+    """Items of the sequences that the metadata file lacks get no text: say how many and which."""
+    first = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+    print(
+        f"  {len(missing):,} of {n_items:,} items have no entry in {meta_path}: written "
+        f"without text (stats.json 'items_without_metadata'; first: {first})"
+    )
+
+
 def run(cfg: Config) -> Path:
     """Run every stage the config asks for; return the dataset folder."""
     folder = resolve(cfg.out_dir) / cfg.dataset
@@ -71,6 +80,8 @@ def run(cfg: Config) -> Path:
         folder, cfg.dataset, sequences, items, cfg.max_history, cfg.min_items
     )
     print_summary(cfg.dataset, stats)
+    if stats.get("items_without_metadata"):
+        report_missing_metadata(stats["items_without_metadata"], stats["items"], meta_path)
     print(f"  splits written to {folder} in {time.perf_counter() - start:.1f}s")
 
     if cfg.interests.backend != "none":

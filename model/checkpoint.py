@@ -1,8 +1,10 @@
 """Saving and strictly loading run folders.
 
-A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``last.pt`` (everything
-needed to resume) and ``best/`` (recommender, tokenizer, item codes, config, metrics). Every load
-is strict: a missing or unexpected key is an error naming the keys, never a silent partial load.
+A run folder holds ``config.yaml`` (the resolved config), ``data.json`` (the data fingerprint),
+``metrics.jsonl``, ``last.pt`` (everything needed to resume), ``best/`` (recommender, tokenizer,
+item codes, config, metrics), ``test_metrics.json`` (train.py) and ``eval_<split>_metrics.json``
+(evaluate.py). Every load is strict: a missing or unexpected key is an error naming the keys, never
+a silent partial load, and an unreadable file is a one-line error naming it and what to do.
 """
 
 from __future__ import annotations
@@ -30,6 +32,18 @@ def atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def load_file(path: Path, remedy: str, weights_only: bool = True):
+    """``torch.load``, with a torn or corrupt file reported in one line naming it and ``remedy``
+    (what to do), not as a traceback from deep inside the unpickler."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # zip, pickle and EOF errors all mean the same: unreadable
+        reason = " ".join(str(err).split())[:120] or type(err).__name__
+        raise CheckpointError(f"{path}: unreadable checkpoint ({reason}); {remedy}") from err
+
+
 def load_state_strict(module: nn.Module, state: dict, what: str) -> None:
     own = set(module.state_dict())
     given = set(state)
@@ -52,7 +66,13 @@ def read_config(run_dir: Path) -> dict:
     path = run_dir / "config.yaml"
     if not path.exists():
         raise CheckpointError(f"{run_dir}: not a run folder (no config.yaml)")
-    return yaml.safe_load(path.read_text())
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: unreadable ({type(err).__name__}); restore it") from err
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}: not a run configuration (expected a mapping); restore it")
+    return cfg
 
 
 def save_best(
@@ -81,7 +101,7 @@ def load_best(folder: Path, model: nn.Module, tokenizer: nn.Module) -> torch.Ten
     path = folder / "model.pt"
     if not path.exists():
         raise CheckpointError(f"{path}: not found (has this run finished a validation?)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_file(path, "restore it from a copy, or train the run again (it cannot be rebuilt)")
     for key in ("recommender", "tokenizer", "item_codes"):
         if key not in state:
             raise CheckpointError(f"{path}: missing '{key}'")

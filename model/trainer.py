@@ -1,8 +1,11 @@
 """ETEGRec training: tokenizer pretraining, alternating joint training, finetuning, test.
 
 Stages run in order inside one run folder and each records its progress in ``last.pt`` at every
-epoch boundary (weights, optimisers, schedulers, RNG, counters), so ``--resume=RUN_DIR`` continues
-an interrupted run and reaches the same result as an uninterrupted one with the same seed.
+epoch boundary, tokenizer pretraining included (weights, optimisers, schedulers, RNG, counters, and
+the length of ``metrics.jsonl`` then), so ``--resume=RUN_DIR`` continues an interrupted run and
+writes the same ``metrics.jsonl`` as an uninterrupted one with the same seed: lines logged after
+the last checkpoint are cut, and their epochs run again. ``data.json`` records the data files the
+run reads (``data.fingerprint``); a resumed run refuses data that differ.
 
 Joint stage (ETEGRec): with ``cycle`` c, epoch e is a tokenizer epoch when ``e % c == 0`` (tokenizer
 trainable, recommender frozen: id_* weights) and a recommender epoch otherwise (recommender
@@ -27,8 +30,18 @@ from tqdm import tqdm
 
 from config import Config
 from data.batches import bucketed_batches, load_dataset, load_semantic_embeddings, make_batch
+from data.fingerprint import check_fingerprint, data_files, fingerprint, record_fingerprint
 from data.paths import dataset_dir
-from model.checkpoint import BEST, atomic_save, load_best, load_state_strict, save_best, save_config
+from data.splits import SPLITS
+from model.checkpoint import (
+    BEST,
+    atomic_save,
+    load_best,
+    load_file,
+    load_state_strict,
+    save_best,
+    save_config,
+)
 from model.evaluation import evaluate_split
 from model.item_codes import PrefixTrie, derive_item_codes
 from model.losses import code_loss, psa_loss, sia_loss
@@ -72,6 +85,11 @@ class Trainer:
         self.main = self.acc.is_main_process
         seed_everything(cfg.seed)
         folder = dataset_dir(cfg.data_dir, cfg.dataset)
+        self.data_folder = folder
+        self.data_fingerprint = fingerprint(
+            data_files(folder, cfg.dataset, SPLITS, cfg.interest_fusion, cfg.semantic_emb)
+        )
+        check_fingerprint(run_dir, folder, self.data_fingerprint)  # a resumed run's own data
         self.splits, self.emb_map, self.interest_matrix = load_dataset(
             folder, cfg.dataset, cfg.max_his_len, cfg.max_interests, cfg.interest_fusion
         )
@@ -84,6 +102,10 @@ class Trainer:
         self.semantic_dev = self.semantic.to(self.device)
         self.item_codes = torch.zeros(len(self.emb_map), cfg.code_levels + 1, dtype=torch.long)
         self.trie: PrefixTrie | None = None
+        # tokenizer pretraining's own optimiser and shuffling generator while it runs (saved in
+        # last.pt), and their saved states when a run resumes inside it
+        self.pretrain: tuple[torch.optim.Optimizer, torch.Generator] | None = None
+        self.pretrain_saved: dict | None = None
         self.state = {
             "stage": STAGES[0],
             "epoch": 0,
@@ -133,10 +155,17 @@ class Trainer:
                 print(f"time budget of {budget} s spent: no further training epoch", flush=True)
         return self.budget_spent
 
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    def metrics_size(self) -> int:
+        return self.metrics_path.stat().st_size if self.metrics_path.exists() else 0
+
     def log(self, record: dict) -> None:
         if not self.main:
             return
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
+        with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         shown = " ".join(
             f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
@@ -194,9 +223,15 @@ class Trainer:
     def save_last(self) -> None:
         if not self.main:
             return
+        pretrain = None
+        if self.pretrain is not None:
+            opt, gen = self.pretrain
+            pretrain = {"opt": opt.state_dict(), "gen": gen.get_state()}
         atomic_save(
             {
                 "state": self.state,
+                "metrics_bytes": self.metrics_size(),
+                "pretrain": pretrain,
                 "recommender": self.model.state_dict(),
                 "tokenizer": self.tokenizer.state_dict(),
                 "item_codes": self.item_codes,
@@ -215,7 +250,12 @@ class Trainer:
 
     def load_last(self) -> None:
         path = self.run_dir / "last.pt"
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = load_file(
+            path,
+            f"delete it to restart the run from the beginning (--resume={self.run_dir}) "
+            "or restore it from a copy",
+            weights_only=False,
+        )
         load_state_strict(self.model, ckpt["recommender"], f"{path} [recommender]")
         load_state_strict(self.tokenizer, ckpt["tokenizer"], f"{path} [tokenizer]")
         self.opt_rec.load_state_dict(ckpt["opt_rec"])
@@ -226,8 +266,18 @@ class Trainer:
         np.random.set_state(ckpt["rng"]["numpy"])
         random.setstate(ckpt["rng"]["python"])
         self.state = ckpt["state"]
+        self.pretrain_saved = ckpt.get("pretrain")
         if self.state["stage"] != "tokenizer":
             self.set_codes(ckpt["item_codes"])
+        if self.main and "metrics_bytes" in ckpt:
+            self.cut_metrics(ckpt["metrics_bytes"])
+
+    def cut_metrics(self, size: int) -> None:
+        """Drop what was logged after the checkpoint (a kill between a line and ``last.pt``):
+        those epochs run again and log again, so no epoch is counted twice."""
+        if self.metrics_size() > size:
+            with open(self.metrics_path, "r+b") as f:
+                f.truncate(size)
 
     def save_best_now(self, metrics: dict) -> None:
         if self.main:
@@ -250,8 +300,11 @@ class Trainer:
                     f"resuming {self.run_dir} at stage '{self.state['stage']}', "
                     f"epoch {self.state['epoch']}"
                 )
+        elif self.main:
+            self.cut_metrics(0)  # killed before its first checkpoint: nothing counts
         if self.main:
             save_config(self.cfg.to_dict(), self.run_dir / "config.yaml")
+            record_fingerprint(self.run_dir, self.data_folder, self.data_fingerprint)
         result: dict = {}
         for stage in STAGES[STAGES.index(self.state["stage"]) :]:
             if self.budget_spent and stage != "test":
@@ -263,6 +316,8 @@ class Trainer:
             self.state.update(
                 stage=STAGES[nxt] if nxt < len(STAGES) else "done", epoch=0, bad_evals=0
             )
+            if stage == "joint":
+                self.start_finetune()  # in last.pt, so best/ written by finetune cannot leak in
             if stage != "test":
                 self.save_last()
             if stage == stop_after:
@@ -270,37 +325,58 @@ class Trainer:
         return result
 
     def stage_tokenizer(self) -> dict:
-        """Pretrain the RQ-VAE on the items' semantic embeddings (reconstruction + commitment)."""
         cfg = self.cfg
         if cfg.tokenizer_ckpt:
-            state = torch.load(cfg.tokenizer_ckpt, map_location="cpu", weights_only=True)
-            load_state_strict(self.tokenizer, state, cfg.tokenizer_ckpt)
+            path = Path(cfg.tokenizer_ckpt)
+            state = load_file(path, "pass a tokenizer.pt written by train.py")
+            load_state_strict(self.tokenizer, state, str(path))
         else:
-            x = self.semantic_dev[1:]
-            gen = torch.Generator().manual_seed(cfg.seed)
-            if cfg.kmeans_init:
-                with torch.no_grad():
-                    self.tokenizer.quantizer.kmeans_init(
-                        self.tokenizer.encoder(x), cfg.kmeans_iters, gen
-                    )
-            opt = torch.optim.AdamW(self.tokenizer.parameters(), lr=cfg.rqvae_lr)
-            bar = tqdm(range(cfg.rqvae_epochs), desc="tokenizer", disable=not self.main)
-            for _ in bar:
-                perm = torch.randperm(len(x), generator=gen)
-                for start in range(0, len(x), cfg.rqvae_batch_size):
-                    out = self.tokenizer(x[perm[start : start + cfg.rqvae_batch_size]])
-                    loss = out["recon_loss"] + out["vq_loss"]
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                bar.set_postfix(
-                    recon=float(out["recon_loss"].detach()), vq=float(out["vq_loss"].detach())
-                )
+            self.pretrain_tokenizer()
             if self.main:
                 atomic_save(self.tokenizer.state_dict(), self.run_dir / "tokenizer.pt")
         report = self.refresh_codes()
         self.log({"stage": "tokenizer", "codes": report})
         return report
+
+    def pretrain_tokenizer(self) -> None:
+        """Pretrain the RQ-VAE on the items' semantic embeddings (reconstruction + commitment),
+        saving ``last.pt`` after every epoch with the optimiser and the shuffling generator, so
+        a resumed run takes the very batches an uninterrupted one would."""
+        cfg = self.cfg
+        x = self.semantic_dev[1:]
+        gen = torch.Generator().manual_seed(cfg.seed)
+        opt = torch.optim.AdamW(self.tokenizer.parameters(), lr=cfg.rqvae_lr)
+        if self.pretrain_saved is not None:  # resumed inside pretraining
+            opt.load_state_dict(self.pretrain_saved["opt"])
+            gen.set_state(self.pretrain_saved["gen"])
+        elif cfg.kmeans_init:
+            with torch.no_grad():
+                self.tokenizer.quantizer.kmeans_init(
+                    self.tokenizer.encoder(x), cfg.kmeans_iters, gen
+                )
+        self.pretrain = (opt, gen)
+        first = self.state["epoch"]
+        bar = tqdm(
+            range(first, cfg.rqvae_epochs),
+            desc="tokenizer",
+            initial=first,
+            total=cfg.rqvae_epochs,
+            disable=not self.main,
+        )
+        for epoch in bar:
+            perm = torch.randperm(len(x), generator=gen)
+            for start in range(0, len(x), cfg.rqvae_batch_size):
+                out = self.tokenizer(x[perm[start : start + cfg.rqvae_batch_size]])
+                loss = out["recon_loss"] + out["vq_loss"]
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            bar.set_postfix(
+                recon=float(out["recon_loss"].detach()), vq=float(out["vq_loss"].detach())
+            )
+            self.state["epoch"] = epoch + 1
+            self.save_last()
+        self.pretrain = None
 
     def stage_joint(self) -> dict:
         cfg = self.cfg
@@ -333,22 +409,31 @@ class Trainer:
             self.log(record)
         return {"best_valid": self.state["best"], "best_epoch": self.state["best_epoch"]}
 
+    def start_finetune(self) -> None:
+        """The finetune stage's starting point: the best joint checkpoint and a fresh optimiser."""
+        self.set_codes(load_best(self.run_dir / BEST, self.model, self.tokenizer))
+        for group in self.opt_rec.param_groups:
+            group["lr"] = self.cfg.lr_finetune
+            group["initial_lr"] = self.cfg.lr_finetune
+        self.opt_rec.state.clear()
+        self.state["finetune_ready"] = True
+
     def stage_finetune(self) -> dict:
         cfg = self.cfg
         if cfg.finetune_epochs <= 0 or self.out_of_time():
             return {}
+        if self.state["epoch"] == 0 and not self.state.get("finetune_ready"):
+            self.start_finetune()  # a last.pt of older code, saved before the finetune start
         resumed = self.sched_rec.state_dict() if self.state["epoch"] > 0 else None
-        if resumed is None:  # fresh start: from the best joint checkpoint, new optimiser
-            self.set_codes(load_best(self.run_dir / BEST, self.model, self.tokenizer))
-            for group in self.opt_rec.param_groups:
-                group["lr"] = cfg.lr_finetune
-                group["initial_lr"] = cfg.lr_finetune
-            self.opt_rec.state.clear()
         self.sched_rec = cosine_schedule(
             self.opt_rec, cfg.finetune_warmup_steps, cfg.finetune_epochs * self.steps_per_epoch()
         )
         if resumed is not None:  # last.pt held the finetune optimiser and schedule position
             self.sched_rec.load_state_dict(resumed)
+            # a new schedule sets the rate for its step 0; the saved position's rate must win
+            rates = self.sched_rec.get_last_lr()
+            for group, lr in zip(self.opt_rec.param_groups, rates, strict=True):
+                group["lr"] = lr
         unvalidated = False
         for epoch in range(self.state["epoch"], cfg.finetune_epochs):
             if self.out_of_time():

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from config import Config, ConfigError, load_config, split_argv
+from config import Config, ConfigError, given_keys, load_config, split_argv
+from config.checks import CHOICES
+from config.route import accepted
 
 
 def test_defaults_load() -> None:
@@ -195,3 +198,56 @@ def test_to_dict_round_trips_plain_dicts() -> None:
     assert plain["interests"]["stride"] == cfg.interests.stride
     with pytest.raises(AttributeError):
         _ = cfg.no_such_key
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=rf"^{tmp_path / 'nope.yaml'}: config file not found"):
+        load_config("train", [f"--config={tmp_path / 'nope.yaml'}"])
+
+
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        ("data_process", ["--interests.backend=keyword"], "--interests.backend: unknown value"),
+        ("data_process", ["--interests.stride=0"], "--interests.stride: must be at least 1"),
+        ("data_process", ["--interests.shards=2", "--interests.shard=2"], "must be below"),
+        ("data_process", ["--source=csv"], "--source: unknown value 'csv'"),
+        ("train", ["--fusion_type=nonsense"], "--fusion_type: unknown value 'nonsense'"),
+        ("train", ["--stage=test"], "--stage: unknown value 'test'"),
+        ("train", ["--device=gpu"], "--device: unknown device 'gpu'"),
+        ("train", ["--batch_size=0"], "--batch_size: must be at least 1, got 0"),
+        ("train", ["--topk=[0,10]"], "--topk: expected a non-empty list"),
+        ("evaluate", ["--split=validation"], "--split: unknown value 'validation'"),
+    ],
+)
+def test_bad_values_are_refused_when_the_config_loads(
+    script: str, args: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(script, args)
+
+
+def test_value_checks_name_what_the_code_accepts() -> None:
+    from model.fusion import COMBINE_MODES, FUSION_TYPES
+    from model.trainer import STAGES
+
+    assert CHOICES["fusion_type"] == FUSION_TYPES
+    assert CHOICES["fusion_combine"] == COMBINE_MODES
+    assert CHOICES["stage"] == (*STAGES[:-1], "all")
+    for kind in CHOICES["embeddings.sasrec_schedule"]:
+        load_config("data_process", [f"--embeddings.sasrec_schedule={kind}"])
+    assert load_config("train", ["--device=cuda:1"]).device == "cuda:1"
+
+
+def test_route_checks_every_value_of_the_whole_command_line() -> None:
+    argv = ["--interests.shards=4", "--interests.shard=3", "--epochs=2"]
+    assert accepted("data_process", argv) == argv[:2]  # shard checked against shards, together
+    with pytest.raises(ConfigError, match="--fusion_type: unknown value"):
+        accepted("train", [*argv, "--fusion_type=nonsense"])
+
+
+def test_given_keys_are_the_command_line_and_config_file_keys(tmp_path: Path) -> None:
+    extra = tmp_path / "x.yaml"
+    extra.write_text("seed: 3\ntrain:\n  epochs: 5\ndata_process:\n  min_items: 4\n")
+    given = given_keys("train", [f"--config={extra}", "--lr_rec=0.01"])
+    assert given == {"lr_rec": 0.01, "seed": 3, "epochs": 5}

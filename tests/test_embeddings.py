@@ -218,12 +218,12 @@ def test_label_smoothing_mixes_target_and_uniform_cross_entropy() -> None:
 def test_encode_texts_encodes_each_text_once_across_calls(tmp_path: Path, fake_encoder) -> None:
     cache = tmp_path / "cache" / "texts"
     first = text_embedding.encode_texts(["gloves", "beakers", "gloves"], cache)
-    assert fake_encoder.seen == ["gloves", "beakers"]
+    assert fake_encoder.seen == ["beakers", "gloves"]  # longest first, as sentence-transformers
     np.testing.assert_array_equal(first[0], first[2])
     np.testing.assert_array_equal(first[1], FakeEncoder.vector("beakers"))
 
     second = text_embedding.encode_texts(["beakers", "pipettes"], cache)
-    assert fake_encoder.seen == ["gloves", "beakers", "pipettes"]
+    assert fake_encoder.seen == ["beakers", "gloves", "pipettes"]
     np.testing.assert_array_equal(second[0], first[1])
 
     third = text_embedding.encode_texts(["pipettes", "gloves", "beakers"], cache)
@@ -276,3 +276,71 @@ def test_text_embeddings_refuse_a_catalogue_without_text(
         embeddings.build_item_embeddings(tmp_path, "ids", {"B01": {"title": ""}}, cfg, 0)
     assert fake_encoder.seen == []
     assert not list(tmp_path.glob("ids_emb_*.npy"))
+
+
+TEXTS = ["a", "bb", "ccc", "dddd", "eeeee", "ffffff", "ggggggg"]
+
+
+def test_text_cache_keeps_finished_chunks_through_a_kill(
+    tmp_path: Path, fake_encoder: FakeEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chunk joins the cache as it is encoded: a run killed in its third chunk resumes with
+    the rest only, and ends with the files and vectors of a run never killed; a torn tail
+    (vectors without their texts, half a line) is cut."""
+    monkeypatch.setattr(text_embedding, "CHUNK_BATCHES", 1)
+    straight = text_embedding.encode_texts(TEXTS, tmp_path / "straight", batch_size=2)
+    real_encode = fake_encoder.encode
+
+    def killed_in_third_chunk(texts: list[str], **kw) -> np.ndarray:
+        if len(fake_encoder.seen) == 4:
+            raise KeyboardInterrupt
+        return real_encode(texts, **kw)
+
+    fake_encoder.seen.clear()
+    monkeypatch.setattr(fake_encoder, "encode", killed_in_third_chunk)
+    cache = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        text_embedding.encode_texts(TEXTS, cache, batch_size=2)
+    vec_file, text_file = text_embedding.cache_files(cache)
+    with open(vec_file, "ab") as f:
+        f.write(np.ones(FakeEncoder.dim + 3, np.float32).tobytes())
+    with open(text_file, "a") as f:
+        f.write('"half a li')
+
+    monkeypatch.setattr(fake_encoder, "encode", real_encode)
+    resumed = text_embedding.encode_texts(TEXTS, cache, batch_size=2)
+    assert fake_encoder.seen == ["ggggggg", "ffffff", "eeeee", "dddd", "ccc", "bb", "a"]
+    np.testing.assert_array_equal(resumed, straight)
+    pairs = zip(
+        text_embedding.cache_files(cache),
+        text_embedding.cache_files(tmp_path / "straight"),
+        strict=True,
+    )
+    for killed, uninterrupted in pairs:
+        assert killed.read_bytes() == uninterrupted.read_bytes()
+
+
+def test_text_cache_of_the_earlier_format_is_kept(tmp_path: Path, fake_encoder) -> None:
+    cache = tmp_path / "old"
+    np.save(f"{cache}.npy", np.stack([FakeEncoder.vector("gloves")]))
+    Path(f"{cache}.json").write_text(json.dumps({"model": "all-MiniLM-L6-v2", "texts": ["gloves"]}))
+    out = text_embedding.encode_texts(["gloves", "beakers"], cache)
+    assert fake_encoder.seen == ["beakers"]
+    np.testing.assert_array_equal(out[0], FakeEncoder.vector("gloves"))
+    assert not Path(f"{cache}.npy").exists() and not Path(f"{cache}.json").exists()
+
+
+def test_chunked_encoding_gives_the_vectors_of_one_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks are whole batches in sentence-transformers' own order, so the cached vectors are
+    bit for bit those of one ``encode`` call over all texts (as before chunking)."""
+    monkeypatch.setattr(text_embedding, "CHUNK_BATCHES", 2)
+    words = ["lab", "glass", "solder", "wire", "gloves", "tape", "beaker", "clamp"]
+    texts = [" ".join(words[: 1 + (i * 7) % 8]) + f" {i % 5}" for i in range(40)]
+    chunked = text_embedding.encode_texts(texts, tmp_path / "c", batch_size=4)
+    distinct = list(dict.fromkeys(texts))
+    whole = text_embedding.load_text_encoder().encode(
+        distinct, batch_size=4, normalize_embeddings=True
+    )
+    np.testing.assert_array_equal(chunked, whole[[distinct.index(t) for t in texts]])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from config import Config
 from data.jsonl import DataError
 from data.paths import REPO_ROOT, datasets_root
 from data.pipeline import run
-from data.raw import read_amazon23
+from data.raw import read_amazon23, read_lcrec
 from data.splits import PAD, load_emb_map, load_items, load_split
 
 MAX_HISTORY = 50
@@ -349,3 +350,88 @@ def test_missing_metadata_is_a_clear_error(
     with pytest.raises(DataError, match=rf"^{raw}: missing meta_Tiny\.jsonl\(\.gz\)"):
         run(cfg)
     assert not out.exists()  # nothing half-built
+
+
+def write_lcrec(raw: Path, inter: str, items: dict | None = None) -> Path:
+    """``Tiny.inter.json`` as given (text, so a test can put any byte or layout in it) and an
+    item file for items 0-5 unless ``items`` is given."""
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / "Tiny.inter.json").write_text(inter)
+    catalogue = items or {str(i): {"title": f"item {i}", "categories": "A, B"} for i in range(6)}
+    (raw / "Tiny.item.json").write_text(json.dumps(catalogue, indent=1))
+    return raw
+
+
+@pytest.mark.parametrize(
+    "sequence, shown",
+    [("[0, 1, null, 2]", "item null"), ("[0, [2], 1]", "item [2]"), ("[0, 1.5, 2]", "item 1.5")],
+    ids=["null", "nested-list", "float"],
+)
+def test_sequence_items_that_are_not_indices_are_refused(
+    tmp_path: Path, sequence: str, shown: str, data_config: Callable[..., Config]
+) -> None:
+    raw = write_lcrec(tmp_path / "raw", '{\n "0": [0, 1, 2, 3],\n "7": ' + sequence + "\n}\n")
+    cfg = data_config("tiny", tmp_path / "out", f"--raw_dir={raw}", "--category=Tiny")
+    where = f"{raw / 'Tiny.inter.json'}:3: user '7': "
+    with pytest.raises(DataError, match="^" + re.escape(where + shown)):
+        run(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_utf8_bytes_name_file_and_line(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    write_lcrec(raw, '{"0": [0, 1, 2]}')
+    (raw / "Tiny.item.json").write_bytes(b'{\n "0": {"title": "caf\xe9"}\n}\n')
+    with pytest.raises(DataError, match=rf"^{raw / 'Tiny.item.json'}:2: not UTF-8 text"):
+        read_lcrec(raw, "Tiny")
+    (tmp_path / "Tiny.test.csv").write_bytes(f"{HEADER}\nu1,E,5.0,5,A B\xff C\n".encode("latin-1"))
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'Tiny.test.csv'}:2: not UTF-8 text"):
+        read_amazon23(tmp_path, "Tiny")
+    (tmp_path / "toy.train.jsonl").write_bytes(b'{"inter_history": [], "target_id": "\xff"}\n')
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'toy.train.jsonl'}:1: not UTF-8 text"):
+        load_split(tmp_path, "toy", "train")
+
+
+def test_categories_as_a_list_are_read_and_other_types_refused(tmp_path: Path) -> None:
+    raw = write_lcrec(
+        tmp_path / "raw",
+        '{"0": [0, 1, 2]}',
+        {"0": {"title": "a", "categories": ["Lab ", "Glass"]}, "1": {"title": "b"}},
+    )
+    _, items = read_lcrec(raw, "Tiny")
+    assert items["0"]["categories"] == ["Lab", "Glass"] and items["1"]["categories"] == []
+    write_lcrec(raw, '{"0": [0, 1, 2]}', {"0": {"title": "a"}, "1": {"categories": 5}})
+    with pytest.raises(DataError, match=rf"^{raw / 'Tiny.item.json'}:5: item '1': field 'categ"):
+        read_lcrec(raw, "Tiny")
+
+
+def test_items_missing_from_the_metadata_are_counted_and_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture, data_config: Callable[..., Config]
+) -> None:
+    items = {str(i): {"title": f"item {i}"} for i in (0, 1, 3)}
+    raw = write_lcrec(tmp_path / "raw", '{"0": [0, 1, 2, 3], "1": [3, 4, 0]}', items)
+    cfg = data_config("tiny", tmp_path / "out", f"--raw_dir={raw}", "--category=Tiny")
+    folder = run(cfg)
+    stats = json.loads((folder / "stats.json").read_text())
+    assert stats["items_without_metadata"] == ["2", "4"]
+    out = capsys.readouterr().out
+    assert f"2 of 5 items have no entry in {raw / 'Tiny.item.json'}: written without text" in out
+    assert load_items(folder, "tiny")["2"] == {}
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--interests.backend=keyword", "--interests.backend: unknown value 'keyword'"),
+        ("--interests.stride=0", "--interests.stride: must be at least 1, got 0"),
+        ("--embeddings.kind=sasrek", "--embeddings.kind: unknown value 'sasrek'"),
+    ],
+)
+def test_bad_values_stop_data_process_before_any_file_is_written(
+    tmp_path: Path, arg: str, message: str
+) -> None:
+    out = data_process(f"--out_dir={tmp_path / 'out'}", arg)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,96 @@
+"""Value checks on a resolved configuration, run by ``load_config`` before a script does any work.
+
+Types are checked as each key is set (``coerce``); these rules catch what a type cannot: a name
+outside a fixed set, a number out of range. Without them a typo surfaces only after splits were
+written or a run folder was made, as a traceback. The name sets mirror the code that reads them
+(``tests/test_config.py`` checks that they agree).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "source": ("amazon23", "lcrec"),
+    "interests.backend": ("none", "keywords", "local", "dashscope"),
+    "embeddings.kind": ("none", "sasrec", "text"),
+    "embeddings.sasrec_schedule": ("constant", "cosine"),
+    "stage": ("tokenizer", "joint", "finetune", "all"),
+    "fusion_type": ("simple", "transformer", "adaptive", "single"),
+    "fusion_combine": ("last", "weighted", "concat"),
+    "split": ("train", "valid", "test"),
+}
+
+# Smallest value that works; zero or less would divide by zero, loop forever or silently do nothing.
+MINIMUM: dict[str, float] = {
+    "max_history": 1,
+    "interests.stride": 1,
+    "interests.num_interests": 1,
+    "interests.concurrency": 1,
+    "interests.local_batch_size": 1,
+    "interests.max_retries": 0,
+    "interests.shards": 1,
+    "interests.shard": 0,
+    "embeddings.text_batch_size": 1,
+    "embeddings.sasrec_dim": 1,
+    "embeddings.sasrec_layers": 1,
+    "embeddings.sasrec_heads": 1,
+    "embeddings.sasrec_maxlen": 1,
+    "embeddings.sasrec_batch_size": 1,
+    "embeddings.sasrec_eval_batch_size": 1,
+    "embeddings.sasrec_negatives": 0,
+    "code_levels": 1,
+    "code_size": 1,
+    "rqvae_epochs": 0,
+    "rqvae_batch_size": 1,
+    "max_his_len": 1,
+    "max_interests": 1,
+    "fusion_layers": 1,
+    "epochs": 0,
+    "cycle": 1,
+    "finetune_epochs": 0,
+    "batch_size": 1,
+    "eval_batch_size": 1,
+    "warmup_steps": 0,
+    "finetune_warmup_steps": 0,
+    "eval_step": 1,
+    "num_beams": 1,
+    "max_eval_users": 0,
+    "time_budget_s": 0,
+}
+
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _lookup(cfg: dict, dotted: str) -> tuple[bool, Any]:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def problems(cfg: dict) -> list[str]:
+    """One line per bad value of a script's flattened view, naming the key and what it takes."""
+    out = []
+    for key, names in CHOICES.items():
+        found, value = _lookup(cfg, key)
+        if found and value not in names:
+            out.append(f"--{key}: unknown value '{value}' (choose {' | '.join(names)})")
+    for key, low in MINIMUM.items():
+        found, value = _lookup(cfg, key)
+        if found and value < low:
+            out.append(f"--{key}: must be at least {low:g}, got {value}")
+    found, device = _lookup(cfg, "device")
+    if found and not DEVICE.fullmatch(str(device)):
+        out.append(f"--device: unknown device '{device}' (choose auto | cpu | cuda | cuda:N | mps)")
+    found, topk = _lookup(cfg, "topk")
+    if found and (not topk or min(topk) < 1):
+        out.append(f"--topk: expected a non-empty list of cut-offs >= 1, got {topk}")
+    found, shard = _lookup(cfg, "interests.shard")
+    if found and shard >= cfg["interests"]["shards"]:
+        shards = cfg["interests"]["shards"]
+        out.append(f"--interests.shard: must be below --interests.shards={shards}, got {shard}")
+    return out
