@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash setup.sh
 PY=.venv/bin/python
-# idle OpenMP threads sleep instead of spinning: on 2 shared cores spinning wastes up to 10x CPU
+# idle OpenMP threads sleep instead of spinning: on 2 shared cores spinning wastes CPU
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
 dataset=scientific18

@@ -16,10 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from config import load_config
-from data.pipeline import run
+from data.pipeline import build_dataset
 
 TARGET_S = {"scientific": 60.0}
 
@@ -35,7 +33,7 @@ def time_build(dataset: str, out_dir: Path) -> float:
     cfg = load_config("data_process", argv)
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        run(cfg)
+        build_dataset(cfg)
     return time.perf_counter() - start
 
 

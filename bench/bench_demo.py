@@ -30,7 +30,6 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 HISTORY_LEN = 20
 TARGETS = {1: ("p50_ms", 50.0), 8: ("p99_ms", 1000.0)}  # clients -> (figure, limit in ms)
@@ -42,7 +41,7 @@ PAPER_RANDOM = ["--epochs=2", "--finetune_epochs=0", "--max_eval_users=200", "--
 
 def build_random_run(root: Path) -> Path:
     """A paper-size run folder on the first ``BENCH_USERS`` users of amazon18-scientific."""
-    from tests.demo_support import build_run
+    from demo.sample_run import build_run
 
     return build_run(root, BENCH_USERS, PAPER_RANDOM, run_name="paper-size")
 

@@ -5,7 +5,7 @@
 
 The dataset must be processed already (data_process.py). Keywords results go to a throwaway
 folder; the local model's converted copy is kept under ``interests.cache_dir`` (the first run
-converts the GGUF, about 21 s). The local figure is seconds per prompt at ``local_batch_size``,
+converts the GGUF). The local figure is seconds per prompt at ``local_batch_size``,
 after one warm-up prompt, with nothing served from the result cache, over prompts sampled evenly
 from the distinct windows a run at ``interests.stride`` asks about.
 """
@@ -22,8 +22,6 @@ from pathlib import Path
 # Idle OpenMP threads must sleep, not spin: on two cores shared with other work, spinning threads
 # burn CPU the generating thread needs. Read once, when torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import Config, load_config  # noqa: E402
 from data.interests import annotate_rows, make_extractor  # noqa: E402
@@ -61,15 +59,15 @@ def main(argv: list[str]) -> None:
     step = max(1, len(windows) // (sample + 1))
     histories = [[items[t] for t in w] for w in windows[::step][: sample + 1]]
 
-    async def run() -> tuple[float, list]:
+    async def timed_prompts() -> tuple[float, list]:
         start = time.perf_counter()
-        await ext.run(ext.messages(histories[0]))  # loads the model
+        await ext.ask(ext.messages(histories[0]))  # loads the model
         print(f"{ext.label}: load + first prompt {time.perf_counter() - start:.1f}s")
         start = time.perf_counter()
-        outcomes = await asyncio.gather(*(ext.run(ext.messages(h)) for h in histories[1:]))
+        outcomes = await asyncio.gather(*(ext.ask(ext.messages(h)) for h in histories[1:]))
         return time.perf_counter() - start, outcomes
 
-    seconds, outcomes = asyncio.run(run())
+    seconds, outcomes = asyncio.run(timed_prompts())
     full = sum(len(o.phrases) == icfg.num_interests for o in outcomes)
     retries = Counter(o.retries for o in outcomes)
     print(

@@ -25,7 +25,6 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 # idle OpenMP threads sleep instead of spinning (read once, when torch loads): on 2 shared cores
 # spinning threads starve the ones doing the work
@@ -33,8 +32,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import load_config, split_argv  # noqa: E402
 from data.batches import (  # noqa: E402
@@ -53,7 +50,7 @@ from model.recommender import build_models  # noqa: E402
 def setup(cfg):
     torch.manual_seed(0)
     folder = dataset_dir(cfg.data_dir, cfg.dataset)
-    splits, emb_map, _ = load_dataset(folder, cfg.dataset, cfg.max_his_len, 5, False)
+    splits, emb_map, _ = load_dataset(folder, cfg.dataset, cfg.max_history, 5, False)
     semantic = torch.randn(len(emb_map), 256)
     tokenizer, model = build_models(cfg, 256)
     codes, report = derive_item_codes(tokenizer, semantic, cfg.code_size)
@@ -74,7 +71,7 @@ def train_phase(cfg, mode: str, steps: int) -> dict:
     heaviest = max(epoch, key=lambda b: len(b) * int(train.lengths[b].max()))
     batches = [*epoch[: steps + 1], heaviest]  # the heaviest is untimed: peak RSS = worst case
     if mode == "padded":  # reference: every batch padded to the longest history
-        train.lengths = np.full_like(train.lengths, cfg.max_his_len)
+        train.lengths = np.full_like(train.lengths, cfg.max_history)
     opt_rec = torch.optim.AdamW(model.parameters(), lr=1e-3)
     opt_id = torch.optim.AdamW(tokenizer.parameters(), lr=1e-4)
     times, rows = [], []

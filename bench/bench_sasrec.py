@@ -9,26 +9,24 @@ SASRec figures often come from RecBole, whose full-sort evaluation drops the use
 from the ranking, so both protocols are printed; this project's figures rank all items.
 """
 
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 # Idle OpenMP threads must sleep, not spin: on two cores shared with other work, spinning threads
-# were measured to burn 10x the CPU time for the same result. Read once, when torch loads.
+# burn CPU time for nothing. Read once, when torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from config import load_config
-from data.embeddings import TOPK, build_item_embeddings
-from data.paths import dataset_dir
-from data.splits import load_emb_map, load_split
-from model.metrics import rank_of_target, ranking_metrics
+from config import load_config  # noqa: E402
+from data.embeddings import save_item_embeddings  # noqa: E402
+from data.paths import dataset_dir  # noqa: E402
+from data.splits import load_emb_map, load_split  # noqa: E402
+from model.metrics import rank_of_target, ranking_metrics  # noqa: E402
+from model.sasrec import TOPK, train_sasrec  # noqa: E402
 
 PUBLIC_SASREC_RECALL10 = {"scientific": 0.0412}
 
@@ -55,9 +53,9 @@ def main() -> None:
     pop = popularity(folder, cfg.dataset, "test")
     print(f"[{cfg.dataset}] popularity test: R@10 {pop['recall@10']:.4f} N@10 {pop['ndcg@10']:.4f}")
     start = time.perf_counter()
-    build_item_embeddings(folder, cfg.dataset, {}, cfg.embeddings, cfg.seed)
+    table, result = train_sasrec(folder, cfg.dataset, cfg.embeddings, cfg.seed)
     seconds = time.perf_counter() - start
-    result = json.loads((folder / "sasrec_metrics.json").read_text())
+    save_item_embeddings(folder, cfg.dataset, table, "sasrec")
     print(
         f"[{cfg.dataset}] SASRec {seconds:.0f}s wall ({result['epochs_run']} epochs, best "
         f"{result['best_epoch']})"

@@ -23,17 +23,25 @@ from config.checks import problems
 
 CONFIG_DIR = Path(__file__).resolve().parent
 SCRIPTS = ("data_process", "train", "evaluate", "demo")
+# Keys that have a new name: the old one is refused with the new name, never silently ignored.
+RENAMED = {"max_his_len": "max_history"}
 
 
 class ConfigError(ValueError):
     """A configuration key or value that cannot be used."""
 
 
+def unknown_key(key: str, where: str = "") -> ConfigError:
+    """The error for a key no file defines, naming the new key when it is a renamed one."""
+    new = RENAMED.get(key.rsplit(".", 1)[-1])
+    return ConfigError(f"{where}unknown config key '{key}'" + (f" (now '{new}')" if new else ""))
+
+
 def _deep_merge(base: dict, extra: dict, where: str, strict: bool) -> dict:
     out = copy.deepcopy(base)
     for key, value in extra.items():
         if strict and key not in out:
-            raise ConfigError(f"{where}: unknown config key '{key}'")
+            raise unknown_key(key, f"{where}: ")
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _deep_merge(out[key], value, f"{where}.{key}", strict)
         else:
@@ -96,11 +104,11 @@ def _set_dotted(cfg: dict, dotted: str, raw: str) -> None:
     parts = dotted.split(".")
     for part in parts[:-1]:
         if not isinstance(node.get(part), dict):
-            raise ConfigError(f"unknown config key '{dotted}'")
+            raise unknown_key(dotted)
         node = node[part]
     leaf = parts[-1]
     if leaf not in node:
-        raise ConfigError(f"unknown config key '{dotted}'")
+        raise unknown_key(dotted)
     node[leaf] = coerce(raw, node[leaf], dotted)
 
 

@@ -44,7 +44,6 @@ MINIMUM: dict[str, float] = {
     "code_size": 1,
     "rqvae_epochs": 0,
     "rqvae_batch_size": 1,
-    "max_his_len": 1,
     "max_interests": 1,
     "fusion_layers": 1,
     "epochs": 0,

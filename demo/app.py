@@ -8,17 +8,13 @@ routes live in demo/pages.py and demo/api.py; this module wires them to the shar
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as `python app.py` from demo/: make the repo importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -29,9 +25,9 @@ from fastapi_offline import FastAPIOffline
 from starlette.middleware import Middleware
 
 from demo import api, errors, pages
-from demo.catalogue import Catalogue
+from demo.catalogue import ShopCatalogue
 from demo.context import Demo
-from demo.interests import Extractor, InterestWorker, needs_warm_up
+from demo.interests import ExtractorLike, InterestWorker, needs_warm_up
 from demo.middleware import MAX_BODY_BYTES, BodyLimit, SecurityHeaders
 from demo.ranking import Ranker, RecommenderLike
 from demo.runs import find_latest_run
@@ -46,7 +42,7 @@ log = logging.getLogger("demo")
 def create_app(
     recommender: RecommenderLike,
     items: dict[str, dict],
-    extractor: Extractor,
+    extractor: ExtractorLike,
     *,
     run_name: str = "",
     popularity: dict[str, int] | None = None,
@@ -69,7 +65,7 @@ def create_app(
         from demo.catalogue import popularity_from_train
 
         popularity = popularity_from_train(Path(recommender.data_folder), recommender.dataset)
-    catalogue = Catalogue(items, recommender.item_tokens, popularity)
+    catalogue = ShopCatalogue(items, recommender.item_tokens, popularity)
     worker = InterestWorker(
         extractor,
         lambda t: dict(items.get(t, {})),

@@ -65,7 +65,7 @@ def popularity_from_train(folder: Path, dataset: str) -> Counter[str]:
     return counts
 
 
-class Catalogue:
+class ShopCatalogue:
     """Items the model can recommend, with their text, a word index and the popularity order."""
 
     def __init__(

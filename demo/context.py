@@ -10,7 +10,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
-from demo.catalogue import Catalogue, Item
+from demo.catalogue import Item, ShopCatalogue
 from demo.interests import InterestWorker
 from demo.ranking import Ranker, Ranking, RecommenderLike
 from demo.schemas import CatalogueItem, RecCard, VisitorState
@@ -27,7 +27,7 @@ def catalogue_item(item: Item) -> CatalogueItem:
 @dataclass
 class Demo:
     recommender: RecommenderLike
-    catalogue: Catalogue
+    catalogue: ShopCatalogue
     ranker: Ranker
     store: VisitorStore
     worker: InterestWorker

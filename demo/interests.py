@@ -36,7 +36,7 @@ UNAVAILABLE = "Interest extraction is unavailable right now."
 Readiness = Literal["loading", "ready", "failed"]
 
 
-class Extractor(Protocol):
+class ExtractorLike(Protocol):
     """What data.interests.make_extractor returns (duck-typed so tests can pass their own)."""
 
     label: str
@@ -60,7 +60,7 @@ def choose_backend(setting: str, env: Mapping[str, str] | None = None) -> str:
     return "keywords"
 
 
-def make_demo_extractor(backend: str, dataset: str) -> Extractor:
+def make_demo_extractor(backend: str, dataset: str) -> ExtractorLike:
     """The data_process interest extractor with ``backend``, configured like the offline run."""
     from config import load_config
     from data.interests import make_extractor
@@ -70,7 +70,7 @@ def make_demo_extractor(backend: str, dataset: str) -> Extractor:
     return make_extractor(icfg)
 
 
-def needs_warm_up(extractor: Extractor) -> bool:
+def needs_warm_up(extractor: ExtractorLike) -> bool:
     """Whether the extractor is a local model, worth loading before the first visitor."""
     return extractor.label.split(":", 1)[0] in WARM_UP_BACKENDS
 
@@ -103,7 +103,7 @@ def brief(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-async def close_extractor(extractor: Extractor) -> None:
+async def close_extractor(extractor: ExtractorLike) -> None:
     """Release what the extractor holds (DashScope's HTTP session, the local model's thread)."""
     closer = getattr(extractor, "aclose", None)
     if closer is not None:
@@ -130,7 +130,7 @@ class InterestWorker:
 
     def __init__(
         self,
-        extractor: Extractor,
+        extractor: ExtractorLike,
         item_text: Callable[[str], dict[str, Any]],
         timeout_s: float,
         max_items: int = 20,

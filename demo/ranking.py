@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from demo.catalogue import Catalogue
+from demo.catalogue import ShopCatalogue
 
 log = logging.getLogger("demo.ranking")
 
@@ -47,7 +47,7 @@ class Ranking:
 class Ranker:
     """Model recommendations for a history, or the popularity list when there is no history."""
 
-    def __init__(self, recommender: RecommenderLike, catalogue: Catalogue) -> None:
+    def __init__(self, recommender: RecommenderLike, catalogue: ShopCatalogue) -> None:
         self.recommender = recommender
         self.catalogue = catalogue
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommend")

@@ -2,7 +2,7 @@
 # SmolLM2 (local backend) interests for amazon18-scientific on a GPU machine. It fills the interest
 # cache that `VARIANTS="llm-simple kw-stride-simple" LOCAL_STRIDE=K LLM_ARGS=--interests.cache_only=true
 # bash experiments/run_table.sh` then reads on the CPU with no LLM call left to make (2 CPU cores
-# need 2-13 s per prompt).
+# need seconds per prompt).
 #
 #   DEADLINE=520 BATCH=256 SHARDS=4 STRIDES="2 1" bash experiments/gpu_local_interests.sh \
 #       --interests.max_retries=2

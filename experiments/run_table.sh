@@ -12,8 +12,8 @@
 #   kw-simple         + keyword interests, fusion "simple" (stacked cross-attention)
 #   kw-adaptive       + keyword interests, fusion "adaptive" (gated)
 #   llm-simple        + SmolLM2 interests (local backend, interests.stride=K), run as
-#                     llm-strideK-simple. SmolLM2 takes 2-13 s per prompt on 2 CPU cores and
-#                     scientific18 has 43,945 distinct prefixes (20,979 at stride 2), i.e. days
+#                     llm-strideK-simple. SmolLM2 takes seconds per prompt on 2 CPU cores and
+#                     scientific18 has tens of thousands of distinct prefixes, i.e. days
 #                     here: the cache is filled on a GPU (experiments/gpu_local_interests.sh) and
 #                     read with LLM_ARGS=--interests.cache_only=true
 #   kw-stride-simple  + keyword interests at the LLM's stride (kw-strideK-simple): the control that
@@ -28,7 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash setup.sh
 PY=.venv/bin/python
-# idle OpenMP threads sleep instead of spinning: on 2 shared cores spinning wastes up to 10x CPU
+# idle OpenMP threads sleep instead of spinning: on 2 shared cores spinning wastes CPU
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 SEEDS=${SEEDS:-"1 2 3"}
 PRESET=${PRESET:-config/cpu.yaml}
@@ -70,7 +70,7 @@ if { wants kw-stride-simple || wants kw-stride-adaptive || wants kw-matched-simp
   cp $KW/scientific18/scientific18_emb_256.npy "$KWS"/scientific18/
 fi
 if wants kw-matched-simple && [[ ! -f $KWM/scientific18/scientific18_emb_256.npy ]]; then
-  PYTHONPATH=. $PY experiments/match_coverage.py --source="$KWS"/scientific18 \
+  $PY experiments/match_coverage.py --source="$KWS"/scientific18 \
     --like="$LLM"/scientific18 --name=scientific18 --out="$KWM"
 fi
 if [[ ${RUN_DATA_ONLY:-0} == 1 ]]; then exit 0; fi
@@ -92,7 +92,7 @@ for seed in $SEEDS; do
     case $variant in
       sasrec)  # one training per seed (metrics only; the shared embeddings stay seed 2024)
         if [[ ! -f $RUNS/sasrec-s$seed.json ]]; then
-          PYTHONPATH=. $PY experiments/sasrec_seed.py --folder=$KW/scientific18 \
+          $PY experiments/sasrec_seed.py --folder=$KW/scientific18 \
             --name=scientific18 --seed="$seed" --out="$RUNS/sasrec-s$seed.json"
         fi ;;
       etegrec) train etegrec "$seed" $KW --interest_fusion=false ;;

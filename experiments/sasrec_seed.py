@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 from config import load_config, split_argv
-from data.embeddings import train_sasrec
 from data.jsonl import write_json
+from model.sasrec import train_sasrec
 
 
 def main(argv: list[str]) -> None:

@@ -20,7 +20,7 @@ while read -r label args || [[ -n $label ]]; do
   [[ -z $label || $label == \#* ]] && continue
   rm -f "$work/$label.json"  # a reused SWEEP_WORK must not report an earlier sweep's result
   # shellcheck disable=SC2086  # args is a list of --key=value words
-  PYTHONPATH=. $PY experiments/sasrec_seed.py --folder="$folder" --name="$name" \
+  $PY experiments/sasrec_seed.py --folder="$folder" --name="$name" \
     --out="$work/$label.json" $args > "$work/$label.log" 2>&1 &
   running=$((running + 1))
   if ((running >= PARALLEL)); then wait -n || true; running=$((running - 1)); fi

@@ -17,6 +17,8 @@ import torch
 import yaml
 from torch import nn
 
+from config import RENAMED
+
 BEST = "best"
 
 
@@ -72,6 +74,9 @@ def read_config(run_dir: Path) -> dict:
         raise CheckpointError(f"{path}: unreadable ({type(err).__name__}); restore it") from err
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{path}: not a run configuration (expected a mapping); restore it")
+    for old, new in RENAMED.items():  # a run saved before a key was renamed stays loadable
+        if old in cfg:
+            cfg[new] = cfg.pop(old)
     return cfg
 
 

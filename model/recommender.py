@@ -79,7 +79,7 @@ class Recommender:
 
     @property
     def max_history(self) -> int:
-        return self.config.max_his_len
+        return self.config.max_history
 
     @property
     def uses_interests(self) -> bool:

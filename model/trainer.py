@@ -91,7 +91,7 @@ class Trainer:
         )
         check_fingerprint(run_dir, folder, self.data_fingerprint)  # a resumed run's own data
         self.splits, self.emb_map, self.interest_matrix = load_dataset(
-            folder, cfg.dataset, cfg.max_his_len, cfg.max_interests, cfg.interest_fusion
+            folder, cfg.dataset, cfg.max_history, cfg.max_interests, cfg.interest_fusion
         )
         self.semantic = load_semantic_embeddings(
             folder, cfg.dataset, cfg.semantic_emb, len(self.emb_map) - 1
@@ -561,8 +561,8 @@ class Trainer:
         return losses
 
     def autocast(self) -> torch.autocast:
-        """bfloat16 matmuls in the generator's training forward when ``bf16`` (1.4x the rows/s
-        on CPUs with AVX512-BF16; weights, optimiser, losses and evaluation stay float32)."""
+        """bfloat16 matmuls in the generator's training forward when ``bf16`` (faster on CPUs
+        with AVX512-BF16; weights, optimiser, losses and evaluation stay float32)."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
     def _step(self, loss: torch.Tensor, opt, sched, module: nn.Module) -> None:

@@ -6,17 +6,13 @@ ID-only (no interests, no embeddings) into a pytest temp folder, never into the 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-# Plain `pytest` (unlike `python -m pytest`) does not put the repository root on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from config import Config, load_config
-from data.pipeline import run
+from data.pipeline import build_dataset
 
 ID_ONLY = ["--interests.backend=none", "--embeddings.kind=none"]
 
@@ -43,10 +39,10 @@ def processed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def scientific18_dir(processed_root: Path) -> Path:
     """Amazon 2018 Scientific (LC-Rec format) splits: ``<root>/scientific18/scientific18.*``."""
-    return run(id_only_config("scientific18", processed_root))
+    return build_dataset(id_only_config("scientific18", processed_root))
 
 
 @pytest.fixture(scope="session")
 def scientific_dir(processed_root: Path) -> Path:
     """Amazon 2023 Scientific (official benchmark) splits: ``<root>/scientific/scientific.*``."""
-    return run(id_only_config("scientific", processed_root))
+    return build_dataset(id_only_config("scientific", processed_root))

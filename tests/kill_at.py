@@ -13,11 +13,8 @@ import os
 import runpy
 import signal
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from model.trainer import Trainer  # noqa: E402
+from model.trainer import Trainer
 
 
 def die_after(method: str, matches) -> None:

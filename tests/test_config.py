@@ -10,6 +10,7 @@ import pytest
 from config import Config, ConfigError, given_keys, load_config, split_argv
 from config.checks import CHOICES
 from config.route import accepted
+from model.checkpoint import read_config
 
 
 def test_defaults_load() -> None:
@@ -182,6 +183,26 @@ def test_extra_config_file_unknown_key_names_it(tmp_path: Path) -> None:
     extra.write_text("train:\n  epohcs: 3\n")
     with pytest.raises(ConfigError, match=r"typo\.yaml\.train: unknown config key 'epohcs'"):
         load_config("train", [f"--config={extra}"])
+
+
+def test_renamed_key_is_refused_with_its_new_name(tmp_path: Path) -> None:
+    """``max_his_len`` became ``max_history`` (one name for the history cap in every section)."""
+    assert load_config("train").max_history == load_config("data_process").max_history
+    with pytest.raises(
+        ConfigError, match="unknown config key 'max_his_len' \\(now 'max_history'\\)"
+    ):
+        load_config("train", ["--max_his_len=20"])
+    old = tmp_path / "old.yaml"
+    old.write_text("train:\n  max_his_len: 20\n")
+    with pytest.raises(
+        ConfigError, match="old.yaml.train: unknown config key 'max_his_len' \\(now"
+    ):
+        load_config("train", [f"--config={old}"])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("dataset: toy\nmax_his_len: 50\n")
+    saved = read_config(run)  # a run saved before the rename keeps loading, under the new name
+    assert saved["max_history"] == 50 and "max_his_len" not in saved
 
 
 def test_extra_config_file_must_be_valid_yaml(tmp_path: Path) -> None:

@@ -23,20 +23,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
-
-from demo.app import create_app
-from demo.interests import choose_backend
-from demo.session import COOKIE_NAME
-from demo.state import MAX_HISTORY, StoreFull, TooManyNewVisitors, Visitor, VisitorStore
-from tests.demo_support import (
+from demo_support import (
     SlowExtractor,
     keywords_extractor,
     load_tiny,
     model_ranking,
     wait_for,
 )
-from tests.fake_dashscope import FakeDashScope, default_reply
+from fake_dashscope import FakeDashScope, default_reply
+from fastapi.testclient import TestClient
+
+from demo.app import create_app
+from demo.interests import choose_backend
+from demo.session import COOKIE_NAME
+from demo.state import MAX_HISTORY, StoreFull, TooManyNewVisitors, Visitor, VisitorStore
 
 K_PAGE = 12
 

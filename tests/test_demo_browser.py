@@ -14,10 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-
-from demo.app import create_app
-from tests.demo_support import (
+from demo_support import (
     REPO,
     SlowExtractor,
     chromium_path,
@@ -26,6 +23,9 @@ from tests.demo_support import (
     model_ranking,
     serve,
 )
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from demo.app import create_app
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -24,7 +24,7 @@ from config import load_config
 from data import download
 from data.download import KNOWN_SHA256, DownloadError, amazon23_urls, download_amazon23
 from data.paths import datasets_root
-from data.pipeline import run
+from data.pipeline import build_dataset
 from data.raw import read_amazon23
 from data.splits import load_items
 
@@ -353,7 +353,7 @@ def test_pipeline_download_then_build(
             "--embeddings.kind=none",
         ],
     )
-    folder = run(cfg)
+    folder = build_dataset(cfg)
     stats = json.loads((folder / "stats.json").read_text())
     assert stats["rows"] == {"train": 259_992, "valid": 50_985, "test": 50_985}
     items = load_items(folder, "scientific")

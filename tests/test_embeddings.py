@@ -15,6 +15,7 @@ from config import Config
 from data import embeddings, text_embedding
 from data.jsonl import DataError, write_json
 from data.splits import load_emb_map, load_items, load_split
+from model import sasrec
 from model.metrics import rank_of_target, ranking_metrics
 from model.sasrec import SASRec
 
@@ -96,7 +97,8 @@ def popularity_valid_recall10(folder: Path) -> float:
 
 def test_sasrec_learns_beats_popularity_and_writes_aligned_table(sci18_copy: Path, ecfg) -> None:
     cfg = ecfg(*TINY, "--embeddings.sasrec_epochs=4")
-    out = embeddings.build_item_embeddings(sci18_copy, "scientific18", {}, cfg, seed=7)
+    table, _ = sasrec.train_sasrec(sci18_copy, "scientific18", cfg, seed=7)
+    out = embeddings.save_item_embeddings(sci18_copy, "scientific18", table, cfg.kind)
 
     assert out.name == "scientific18_emb_64.npy"
     table = np.load(out)
@@ -126,9 +128,9 @@ def test_sasrec_resumes_after_interruption_without_repeating_epochs(
         "--embeddings.sasrec_negatives=500",
         f"--embeddings.sasrec_schedule={schedule}",  # cosine: the resumed rate must continue
     )
-    straight, _ = embeddings.train_sasrec(sci18_copy, "scientific18", cfg, seed=3)
+    straight, _ = sasrec.train_sasrec(sci18_copy, "scientific18", cfg, seed=3)
 
-    real_epoch = embeddings.train_epoch
+    real_epoch = sasrec.train_epoch
     calls: list[str] = []
 
     def dies_in_epoch_2(*args, **kwargs) -> float:
@@ -137,16 +139,16 @@ def test_sasrec_resumes_after_interruption_without_repeating_epochs(
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(embeddings, "train_epoch", dies_in_epoch_2)
+    monkeypatch.setattr(sasrec, "train_epoch", dies_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        embeddings.train_sasrec(sci18_copy, "scientific18", cfg, seed=3)
+        sasrec.train_sasrec(sci18_copy, "scientific18", cfg, seed=3)
     assert (sci18_copy / "sasrec.ckpt.pt").exists()
 
     calls.clear()
     monkeypatch.setattr(
-        embeddings, "train_epoch", lambda *a, **k: calls.append(a[-1]) or real_epoch(*a, **k)
+        sasrec, "train_epoch", lambda *a, **k: calls.append(a[-1]) or real_epoch(*a, **k)
     )
-    resumed, result = embeddings.train_sasrec(sci18_copy, "scientific18", cfg, seed=3)
+    resumed, result = sasrec.train_sasrec(sci18_copy, "scientific18", cfg, seed=3)
     assert calls == ["sasrec epoch 2"]
     assert [e["epoch"] for e in result["log"]] == [1, 2]
     np.testing.assert_allclose(resumed, straight, atol=1e-6)
@@ -155,7 +157,7 @@ def test_sasrec_resumes_after_interruption_without_repeating_epochs(
 
 def test_cosine_schedule_anneals_to_zero_and_unknown_kind_is_named() -> None:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
-    sched = embeddings.lr_schedule(opt, "cosine", total_steps=10)
+    sched = sasrec.lr_schedule(opt, "cosine", total_steps=10)
     rates = []
     for _ in range(10):
         rates.append(opt.param_groups[0]["lr"])
@@ -165,7 +167,7 @@ def test_cosine_schedule_anneals_to_zero_and_unknown_kind_is_named() -> None:
     assert all(a > b for a, b in zip(rates[:-1], rates[1:], strict=True))
     assert opt.param_groups[0]["lr"] < 1e-12
     with pytest.raises(ValueError, match="sasrec_schedule.*'linear'"):
-        embeddings.lr_schedule(opt, "linear", total_steps=10)
+        sasrec.lr_schedule(opt, "linear", total_steps=10)
 
 
 def test_sasrec_last_state_ignores_padding_and_the_future() -> None:
@@ -252,7 +254,8 @@ def test_text_item_embeddings_align_with_emb_map(sci18_copy: Path, ecfg, fake_en
     items = load_items(sci18_copy, "scientific18")
     items["0"] = {"title": "", "brand": "", "categories": [], "description": "", "features": []}
     cfg = ecfg("--embeddings.kind=text")
-    out = embeddings.build_item_embeddings(sci18_copy, "scientific18", items, cfg, 0)
+    table = embeddings.text_embeddings(sci18_copy, "scientific18", items, cfg)
+    out = embeddings.save_item_embeddings(sci18_copy, "scientific18", table, cfg.kind)
 
     emb_map = load_emb_map(sci18_copy, "scientific18")
     table = np.load(out)
@@ -273,7 +276,7 @@ def test_text_embeddings_refuse_a_catalogue_without_text(
     write_json(tmp_path / "ids.emb_map.json", {"[PAD]": 0, "B01": 1, "B02": 2})
     cfg = ecfg("--embeddings.kind=text")
     with pytest.raises(DataError, match="no item text.*kind=sasrec"):
-        embeddings.build_item_embeddings(tmp_path, "ids", {"B01": {"title": ""}}, cfg, 0)
+        embeddings.text_embeddings(tmp_path, "ids", {"B01": {"title": ""}}, cfg)
     assert fake_encoder.seen == []
     assert not list(tmp_path.glob("ids_emb_*.npy"))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_dashscope import GENERATION_PATH, FakeDashScope, default_reply
 
 from config import load_config
 from data.interests import InterestError, annotate_rows, make_extractor
@@ -20,7 +20,6 @@ from data.interests.cache import ResultCache
 from data.interests.prompt import item_line, prompt_chars, prompt_key
 from data.paths import REPO_ROOT
 from data.splits import load_items, load_split
-from tests.fake_dashscope import GENERATION_PATH, FakeDashScope, default_reply
 
 SECRET = "sk-test-SECRET-0123456789"
 CACHE_FILE = "dashscope-qwen-plus.jsonl"
@@ -257,8 +256,7 @@ def test_sigkill_then_rerun_repeats_no_finished_prompt(
     cache_file = tmp_path / "cache" / CACHE_FILE
     out = tmp_path / "out.json"
     args = [sys.executable, "-c", CHILD, str(scientific18_dir), str(tmp_path / "cache"), str(out)]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    child = subprocess.Popen(args, cwd=REPO_ROOT, env=env)
+    child = subprocess.Popen(args, cwd=REPO_ROOT)
     deadline = time.monotonic() + 60
     while not (cache_file.exists() and cache_file.read_bytes().count(b"\n") >= 8):
         assert child.poll() is None and time.monotonic() < deadline, "child ended too early"
@@ -272,7 +270,7 @@ def test_sigkill_then_rerun_repeats_no_finished_prompt(
     assert len(finished) >= 8
     before = len(srv.requests)
 
-    subprocess.run(args, cwd=REPO_ROOT, env=env, check=True)
+    subprocess.run(args, cwd=REPO_ROOT, check=True)
     result = json.loads(out.read_text())
     rerun = [prompt_key("dashscope", "qwen-plus", p) for p in srv.prompts()[before:]]
     assert not finished & set(rerun)  # zero repeated calls for finished prompts

@@ -120,11 +120,11 @@ def test_no_leakage_on_every_row(data, tmp_path: Path, stride: int) -> None:
 
 def test_embed_false_writes_interests_without_embedding(tmp_path: Path) -> None:
     """How a machine without the sentence-transformer (the GPU run) stops after the phrases."""
-    from data.pipeline import run
+    from data.pipeline import build_dataset
 
     argv = ["--dataset=scientific18", f"--out_dir={tmp_path}", "--interests.backend=keywords"]
     argv += ["--interests.stride=8", "--interests.embed=false", "--embeddings.kind=none"]
-    folder = run(load_config("data_process", argv))
+    folder = build_dataset(load_config("data_process", argv))
     rows = load_split(folder, "scientific18", "test", processed=True)
     assert len(rows) == 8_317 and all(r["interests"] for r in rows)
     assert not (folder / "scientific18.interest_emb.npy").exists()

@@ -20,7 +20,7 @@ import pytest
 from config import Config
 from data.jsonl import DataError
 from data.paths import REPO_ROOT, datasets_root
-from data.pipeline import run
+from data.pipeline import build_dataset
 from data.raw import read_amazon23, read_lcrec
 from data.splits import PAD, load_emb_map, load_items, load_split
 
@@ -323,7 +323,7 @@ def test_short_users_are_dropped_and_counted(
         json.dumps({str(i): {"title": f"item {i}", "categories": "A, B"} for i in range(6)})
     )
     cfg = data_config("tiny", tmp_path / "out", f"--raw_dir={raw}", "--category=Tiny")
-    folder = run(cfg)
+    folder = build_dataset(cfg)
     stats = json.loads((folder / "stats.json").read_text())
     assert stats["users"] == 2
     assert stats["users_dropped_short"] == 1
@@ -348,7 +348,7 @@ def test_missing_metadata_is_a_clear_error(
         "tiny23", out, "--source=amazon23", f"--raw_dir={raw}", "--category=Tiny", arg
     )
     with pytest.raises(DataError, match=rf"^{raw}: missing meta_Tiny\.jsonl\(\.gz\)"):
-        run(cfg)
+        build_dataset(cfg)
     assert not out.exists()  # nothing half-built
 
 
@@ -374,7 +374,7 @@ def test_sequence_items_that_are_not_indices_are_refused(
     cfg = data_config("tiny", tmp_path / "out", f"--raw_dir={raw}", "--category=Tiny")
     where = f"{raw / 'Tiny.inter.json'}:3: user '7': "
     with pytest.raises(DataError, match="^" + re.escape(where + shown)):
-        run(cfg)
+        build_dataset(cfg)
     assert not (tmp_path / "out").exists()
 
 
@@ -411,7 +411,7 @@ def test_items_missing_from_the_metadata_are_counted_and_reported(
     items = {str(i): {"title": f"item {i}"} for i in (0, 1, 3)}
     raw = write_lcrec(tmp_path / "raw", '{"0": [0, 1, 2, 3], "1": [3, 4, 0]}', items)
     cfg = data_config("tiny", tmp_path / "out", f"--raw_dir={raw}", "--category=Tiny")
-    folder = run(cfg)
+    folder = build_dataset(cfg)
     stats = json.loads((folder / "stats.json").read_text())
     assert stats["items_without_metadata"] == ["2", "4"]
     out = capsys.readouterr().out

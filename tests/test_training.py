@@ -19,7 +19,7 @@ import torch
 from config import load_config
 from data.batches import load_split_tensors
 from data.paths import REPO_ROOT, datasets_root
-from data.pipeline import run as data_process
+from data.pipeline import build_dataset
 from data.splits import load_emb_map, load_split
 from model import Recommender
 from model.checkpoint import BEST, CheckpointError
@@ -58,7 +58,7 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--embeddings.kind=none",
         ],
     )
-    folder = data_process(cfg)
+    folder = build_dataset(cfg)
     n_items = len(load_emb_map(folder, "small")) - 1
     vectors = np.random.default_rng(0).normal(size=(n_items + 1, 32)).astype(np.float32)
     vectors[0] = 0
@@ -79,7 +79,7 @@ def train_args(data_dir: Path, out_dir: Path, name: str, *extra: str) -> list[st
 
 def run_script(args: list[str], *, timeout: int = 600, launcher: list[str] | None = None):
     cmd = (launcher or [sys.executable]) + args
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )

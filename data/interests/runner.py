@@ -118,7 +118,7 @@ async def _with_llm(
 
     async def worker() -> None:
         for key in pending:  # shared iterator: each prompt is taken by exactly one worker
-            outcome = await ext.run(prompts[key])
+            outcome = await ext.ask(prompts[key])
             counts["retries"] += outcome.retries
             if outcome.phrases:
                 cache.add_success(key, outcome.phrases)
