@@ -76,7 +76,10 @@ def load_model(
         config = loaded.config
         del config.quantization_config  # the weights are plain fp32 now; keep them saveable
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        plain.load_state_dict(loaded.state_dict())
+        state = loaded.state_dict()
+        if state["lm_head.weight"].is_meta:  # the GGUF stores one table for input and output
+            state["lm_head.weight"] = state["model.embed_tokens.weight"]
+        plain.load_state_dict(state)
         tmp = copy.with_name(copy.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         plain.save_pretrained(tmp)
