@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -25,9 +26,10 @@ def decode_line(raw: bytes, path: Path, lineno: int) -> str:
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, object)``; a malformed line raises ``DataError`` naming it."""
+    """Yield ``(line_number, object)`` of a plain or ``.gz`` file; a malformed line raises
+    ``DataError`` naming it."""
     path = Path(path)
-    with open(path, "rb") as f:
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             line = decode_line(raw, path, lineno)
             if not line.strip():

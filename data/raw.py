@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from data.jsonl import DataError, decode_line
+from data.jsonl import DataError, decode_line, read_jsonl
 
 Sequences = dict[str, list[str]]
 Catalogue = dict[str, dict]
@@ -99,15 +99,7 @@ def _as_list(value) -> list[str]:
 def read_amazon23_meta(path: Path, wanted: set[str]) -> Catalogue:
     """Stream the official metadata JSONL (1.1 GB) and keep only the items in ``wanted``."""
     items: Catalogue = {}
-    for lineno, line in enumerate(text_lines(path), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{lineno}: malformed JSON ({err.msg})") from err
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object")
+    for lineno, obj in read_jsonl(path):
         asin = obj.get("parent_asin")
         if asin is None:
             raise DataError(f"{path}:{lineno}: missing field 'parent_asin'")
