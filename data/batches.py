@@ -153,6 +153,26 @@ def load_dataset(
     return splits, emb_map, (torch.from_numpy(matrix).float() if matrix is not None else None)
 
 
+def resolve_semantic_stem(folder: Path, name: str, stem: str) -> str:
+    """``stem`` itself, or for ``auto`` the one item table ``data_process.py`` wrote into the
+    folder (``<name>_emb_<dim>.npy``, SASRec or text): ``train.py`` uses what was built instead of
+    assuming a dimension. Several tables are ambiguous and must be named."""
+    if stem != "auto":
+        return stem
+    found = sorted(folder.glob(f"{name}_emb_*.npy"))
+    if not found:
+        raise DataError(
+            f"{folder}: no {name}_emb_<dim>.npy item table "
+            "(run data_process.py with --embeddings.kind=sasrec|text)"
+        )
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise DataError(
+            f"{folder}: several item tables ({names}): choose one with --semantic_emb=emb_<dim>"
+        )
+    return found[0].stem[len(name) + 1 :]
+
+
 def load_semantic_embeddings(folder: Path, name: str, stem: str, n_items: int) -> torch.Tensor:
     """The tokenizer's input ``[n_items + 1, D]`` (row 0 = padding), aligned with emb_map ids."""
     path = folder / f"{name}_{stem}.npy"

@@ -29,7 +29,13 @@ from torch import nn
 from tqdm import tqdm
 
 from config import Config
-from data.batches import bucketed_batches, load_dataset, load_semantic_embeddings, make_batch
+from data.batches import (
+    bucketed_batches,
+    load_dataset,
+    load_semantic_embeddings,
+    make_batch,
+    resolve_semantic_stem,
+)
 from data.fingerprint import check_fingerprint, data_files, fingerprint, record_fingerprint
 from data.paths import dataset_dir
 from data.splits import SPLITS
@@ -86,6 +92,7 @@ class Trainer:
         seed_everything(cfg.seed)
         folder = dataset_dir(cfg.data_dir, cfg.dataset)
         self.data_folder = folder
+        cfg.semantic_emb = resolve_semantic_stem(folder, cfg.dataset, cfg.semantic_emb)
         self.data_fingerprint = fingerprint(
             data_files(folder, cfg.dataset, SPLITS, cfg.interest_fusion, cfg.semantic_emb)
         )

@@ -13,6 +13,7 @@ import torch
 
 from config import Config
 from data import embeddings, text_embedding
+from data.batches import resolve_semantic_stem
 from data.jsonl import DataError, write_json
 from data.splits import load_emb_map, load_items, load_split
 from model import sasrec
@@ -347,3 +348,16 @@ def test_chunked_encoding_gives_the_vectors_of_one_call(
         distinct, batch_size=4, normalize_embeddings=True
     )
     np.testing.assert_array_equal(chunked, whole[[distinct.index(t) for t in texts]])
+
+
+def test_train_finds_the_item_table_data_process_wrote(tmp_path: Path) -> None:
+    """``semantic_emb: auto`` takes the one ``<name>_emb_<dim>.npy`` of the folder, whatever its
+    dimension (``--embeddings.kind=text`` writes emb_384); none or several is a one-line error."""
+    with pytest.raises(DataError, match="no toy_emb_<dim>.npy item table"):
+        resolve_semantic_stem(tmp_path, "toy", "auto")
+    np.save(tmp_path / "toy_emb_384.npy", np.zeros((3, 384), dtype=np.float32))
+    assert resolve_semantic_stem(tmp_path, "toy", "auto") == "emb_384"
+    assert resolve_semantic_stem(tmp_path, "toy", "emb_256") == "emb_256"  # named: taken as is
+    np.save(tmp_path / "toy_emb_256.npy", np.zeros((3, 256), dtype=np.float32))
+    with pytest.raises(DataError, match="toy_emb_256.npy, toy_emb_384.npy.*--semantic_emb"):
+        resolve_semantic_stem(tmp_path, "toy", "auto")
