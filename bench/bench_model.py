@@ -54,7 +54,7 @@ def setup(cfg):
     semantic = torch.randn(len(emb_map), 256)
     tokenizer, model = build_models(cfg, 256)
     codes, report = derive_item_codes(tokenizer, semantic, cfg.code_size)
-    return splits, semantic, tokenizer, model, codes, report
+    return splits, emb_map, semantic, tokenizer, model, codes, report
 
 
 def peak_mb() -> float:
@@ -64,7 +64,7 @@ def peak_mb() -> float:
 def train_phase(cfg, mode: str, steps: int) -> dict:
     bf16 = mode.endswith("-bf16")
     mode = mode.removesuffix("-bf16")
-    splits, semantic, tokenizer, model, codes, _ = setup(cfg)
+    splits, _, semantic, tokenizer, model, codes, _ = setup(cfg)
     train = splits["train"]
     rng = np.random.default_rng(0)
     epoch = bucketed_batches(train.lengths, cfg.batch_size, rng, cfg.max_batch_items)
@@ -146,11 +146,11 @@ def naive_beam(model, trie, batch, num_beams: int, topk: int) -> torch.Tensor:
 
 
 def eval_phase(cfg, mode: str, n_users: int) -> dict:
-    splits, _, _, model, codes, _ = setup(cfg)
+    splits, emb_map, _, _, model, codes, _ = setup(cfg)
     model.eval()
     valid = splits["valid"]
     trie = PrefixTrie(codes[1:], cfg.code_size)
-    known = {tuple(c) for c in codes[1:].tolist()}
+    catalogue = range(len(emb_map) - 1)  # item indices of the item map, not of the code table
     sample = np.random.default_rng(0).permutation(len(valid))[:n_users]
     bs, cap = (cfg.eval_batch_size, cfg.eval_max_items) if mode == "cached" else (32, 0)
     start = time.perf_counter()
@@ -162,10 +162,9 @@ def eval_phase(cfg, mode: str, n_users: int) -> dict:
             items, _ = beam_search(model, trie, memory, mask, cfg.num_beams, 10)
         else:
             items = naive_beam(model, trie, batch, cfg.num_beams, 10)
-        for row in items.tolist():
-            for item in row:
-                returned += 1
-                invalid += item < 0 or tuple(codes[item + 1].tolist()) not in known
+        for row in items.tolist():  # invalid: not a catalogue item, or an item seen twice
+            returned += len(row)
+            invalid += sum(item not in catalogue for item in row) + len(row) - len(set(row))
     seconds = time.perf_counter() - start
     return {
         "phase": f"eval:{mode}",
