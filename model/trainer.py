@@ -230,30 +230,32 @@ class Trainer:
     def save_last(self) -> None:
         if not self.main:
             return
-        pretrain = None
-        if self.pretrain is not None:
-            opt, gen = self.pretrain
-            pretrain = {"opt": opt.state_dict(), "gen": gen.get_state()}
-        atomic_save(
-            {
-                "state": self.state,
-                "metrics_bytes": self.metrics_size(),
-                "pretrain": pretrain,
-                "recommender": self.model.state_dict(),
-                "tokenizer": self.tokenizer.state_dict(),
-                "item_codes": self.item_codes,
-                "opt_rec": self.opt_rec.state_dict(),
-                "opt_id": self.opt_id.state_dict(),
-                "sched_rec": self.sched_rec.state_dict(),
-                "sched_id": self.sched_id.state_dict(),
-                "rng": {
-                    "torch": torch.get_rng_state(),
-                    "numpy": np.random.get_state(),
-                    "python": random.getstate(),
-                },
+        ckpt = {
+            "state": self.state,
+            "metrics_bytes": self.metrics_size(),
+            "pretrain": None,
+            "tokenizer": self.tokenizer.state_dict(),
+            "item_codes": self.item_codes,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
             },
-            self.run_dir / "last.pt",
-        )
+        }
+        if self.pretrain is not None:
+            # saved every pretraining epoch: the recommender, its optimisers and schedules are
+            # still as the seed built them (a resume builds them again), so they are left out
+            opt, gen = self.pretrain
+            ckpt["pretrain"] = {"opt": opt.state_dict(), "gen": gen.get_state()}
+        else:
+            ckpt.update(
+                recommender=self.model.state_dict(),
+                opt_rec=self.opt_rec.state_dict(),
+                opt_id=self.opt_id.state_dict(),
+                sched_rec=self.sched_rec.state_dict(),
+                sched_id=self.sched_id.state_dict(),
+            )
+        atomic_save(ckpt, self.run_dir / "last.pt")
 
     def load_last(self) -> None:
         path = self.run_dir / "last.pt"
@@ -263,12 +265,13 @@ class Trainer:
             "or restore it from a copy",
             weights_only=False,
         )
-        load_state_strict(self.model, ckpt["recommender"], f"{path} [recommender]")
         load_state_strict(self.tokenizer, ckpt["tokenizer"], f"{path} [tokenizer]")
-        self.opt_rec.load_state_dict(ckpt["opt_rec"])
-        self.opt_id.load_state_dict(ckpt["opt_id"])
-        self.sched_rec.load_state_dict(ckpt["sched_rec"])
-        self.sched_id.load_state_dict(ckpt["sched_id"])
+        if "recommender" in ckpt:  # absent while inside tokenizer pretraining (see save_last)
+            load_state_strict(self.model, ckpt["recommender"], f"{path} [recommender]")
+            self.opt_rec.load_state_dict(ckpt["opt_rec"])
+            self.opt_id.load_state_dict(ckpt["opt_id"])
+            self.sched_rec.load_state_dict(ckpt["sched_rec"])
+            self.sched_id.load_state_dict(ckpt["sched_id"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         np.random.set_state(ckpt["rng"]["numpy"])
         random.setstate(ckpt["rng"]["python"])
