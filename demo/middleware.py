@@ -8,6 +8,7 @@ middleware (so without these headers), where every other error here is JSON with
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,27 +33,42 @@ DOCS_CSP = (
 DOCS_PATHS = ("/docs", "/redoc")
 
 
-class SecurityHeaders:
-    """Content-Security-Policy, nosniff and a referrer policy on every response."""
+class HeaderEditor:
+    """Base of the layers that only edit a response's headers: ``editor(scope)`` returns the edit
+    for this request (None: leave the response alone), applied when the response starts."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
+    def editor(self, scope: Scope) -> Callable[[MutableHeaders], None] | None:
+        raise NotImplementedError
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        edit = self.editor(scope) if scope["type"] == "http" else None
+        if edit is None:
             await self.app(scope, receive, send)
             return
-        csp = DOCS_CSP if scope["path"].startswith(DOCS_PATHS) else PAGE_CSP
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["content-security-policy"] = csp
-                headers["x-content-type-options"] = "nosniff"
-                headers["referrer-policy"] = "same-origin"
+                edit(MutableHeaders(scope=message))
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
+
+
+class SecurityHeaders(HeaderEditor):
+    """Content-Security-Policy, nosniff and a referrer policy on every response."""
+
+    def editor(self, scope: Scope) -> Callable[[MutableHeaders], None]:
+        csp = DOCS_CSP if scope["path"].startswith(DOCS_PATHS) else PAGE_CSP
+
+        def edit(headers: MutableHeaders) -> None:
+            headers["content-security-policy"] = csp
+            headers["x-content-type-options"] = "nosniff"
+            headers["referrer-policy"] = "same-origin"
+
+        return edit
 
 
 async def _too_large(send: Send, limit: int) -> None:

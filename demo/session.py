@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import HTTPConnection, Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
+
+from demo.middleware import HeaderEditor
 
 COOKIE_NAME = "genrec_sid"
 COOKIE_MAX_AGE_S = 30 * 24 * 3600
@@ -45,28 +48,21 @@ def keep_sid(request: Request, sid: str) -> None:
     request.session["sid"] = sid
 
 
-class ExpireRejectedCookie:
+class ExpireRejectedCookie(HeaderEditor):
     """Inside SessionMiddleware: expire a cookie that did not verify and was not replaced."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def editor(self, scope: Scope) -> Callable[[MutableHeaders], None] | None:
         session = scope["session"]
-        rejected = COOKIE_NAME in HTTPConnection(scope).cookies and not session
+        if COOKIE_NAME not in HTTPConnection(scope).cookies or session:
+            return None
 
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start" and rejected and not session:
-                MutableHeaders(scope=message).append(
-                    "set-cookie",
-                    f"{COOKIE_NAME}=null; path=/; Max-Age=0; httponly; samesite=lax",
+        def edit(headers: MutableHeaders) -> None:
+            if not session:  # the app did not issue a new session meanwhile
+                headers.append(
+                    "set-cookie", f"{COOKIE_NAME}=null; path=/; Max-Age=0; httponly; samesite=lax"
                 )
-            await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        return edit
 
 
 def session_middleware(secret: str) -> list[Middleware]:
