@@ -1,13 +1,14 @@
-"""Time interest extraction: keywords on every row of a dataset, the local LLM on a small sample.
+"""Time interest extraction: keywords on every row of a dataset, the local LLM on a small sample
+of each recipe's prompts (history: one per history window; items: one per item).
 
     .venv/bin/python bench/bench_interests.py [--dataset=scientific18] [--sample 8] [--no-local] \
         [--interests.stride=8 ...]
 
 The dataset must be processed already (data_process.py). Keywords results go to a throwaway
 folder; the local model's converted copy is kept under ``interests.cache_dir`` (the first run
-converts the GGUF). The local figure is seconds per prompt at ``local_batch_size``,
-after one warm-up prompt, with nothing served from the result cache, over prompts sampled evenly
-from the distinct windows a run at ``interests.stride`` asks about.
+converts the GGUF). The local figures are seconds per prompt at ``local_batch_size``, after one
+warm-up prompt, with nothing served from the result cache, over prompts sampled evenly from what
+each recipe asks: the distinct windows at ``interests.stride`` (history), the items (items).
 """
 
 import argparse
@@ -49,35 +50,52 @@ def main(argv: list[str]) -> None:
             f"histories in {summary['seconds']:.2f}s"
         )
 
+    icfg = Config({**cfg.interests, "backend": "local"})
+    # what each recipe asks on this dataset: a prompt per distinct history window (history, at
+    # ``interests.stride``) or a prompt per item of any window (items, fresh on every row)
+    windows = sorted({prompt_window(r["inter_history"], icfg.stride, icfg.max_items) for r in rows})
+    fresh = {prompt_window(r["inter_history"], 1, icfg.max_items) for r in rows}
+    needed = sorted({t for w in fresh for t in w})
+    recipes = {
+        "history": (icfg, windows, [[items[t] for t in w] for w in windows]),
+        "items": (
+            Config({**icfg, "num_interests": icfg.item_interests}),
+            needed,
+            [[items[t]] for t in needed],
+        ),
+    }
+    print(
+        f"prompts on {cfg.dataset}: history recipe {len(windows):,} at stride {icfg.stride}, "
+        f"items recipe {len(needed):,}"
+    )
     if args.no_local:
         return
-    sample = args.sample
-    icfg = Config({**cfg.interests, "backend": "local"})
-    ext = make_extractor(icfg, resolve(icfg.cache_dir))
-    # the distinct prompt windows a run at ``interests.stride`` would ask about, evenly sampled
-    windows = sorted({prompt_window(r["inter_history"], icfg.stride, icfg.max_items) for r in rows})
-    step = max(1, len(windows) // (sample + 1))
-    histories = [[items[t] for t in w] for w in windows[::step][: sample + 1]]
+    for recipe, (rcfg, units, prompts) in recipes.items():
+        ext = make_extractor(rcfg, resolve(rcfg.cache_dir))
+        step = max(1, len(prompts) // (args.sample + 1))
+        chosen = prompts[::step][: args.sample + 1]
+        seconds, outcomes = asyncio.run(timed_prompts(ext, chosen))
+        per_prompt = seconds / len(outcomes)
+        full = sum(len(o.phrases) == rcfg.num_interests for o in outcomes)
+        retries = Counter(o.retries for o in outcomes)
+        print(
+            f"{recipe} recipe, {ext.label}: {per_prompt:.2f}s per prompt ({1 / per_prompt:.2f} "
+            f"prompts/s) over {len(outcomes)} prompts (batch {rcfg.local_batch_size}, {full} with "
+            f"{rcfg.num_interests} phrases; by retries {dict(sorted(retries.items()))}); "
+            f"all {len(units):,} prompts: {len(units) * per_prompt / 60:.0f} min"
+        )
+        for prompt, outcome in zip(chosen[1:4], outcomes, strict=False):
+            print(f"  {prompt[-1]['title'][:60]!r} -> {outcome.phrases}")
 
-    async def timed_prompts() -> tuple[float, list]:
-        start = time.perf_counter()
-        await ext.ask(ext.messages(histories[0]))  # loads the model
-        print(f"{ext.label}: load + first prompt {time.perf_counter() - start:.1f}s")
-        start = time.perf_counter()
-        outcomes = await asyncio.gather(*(ext.ask(ext.messages(h)) for h in histories[1:]))
-        return time.perf_counter() - start, outcomes
 
-    seconds, outcomes = asyncio.run(timed_prompts())
-    full = sum(len(o.phrases) == icfg.num_interests for o in outcomes)
-    retries = Counter(o.retries for o in outcomes)
-    print(
-        f"{ext.label}: {seconds / len(outcomes):.2f}s per prompt over {len(outcomes)} prompts "
-        f"of {len(windows):,} at stride {icfg.stride} (batch {icfg.local_batch_size}, "
-        f"{full} with {icfg.num_interests} phrases; prompts by retries: "
-        f"{dict(sorted(retries.items()))})"
-    )
-    for history, outcome in zip(histories[1:4], outcomes, strict=False):
-        print(f"  {history[-1]['title'][:60]!r} -> {outcome.phrases}")
+async def timed_prompts(ext, histories: list[list[dict]]) -> tuple[float, list]:
+    """Seconds for all but the first prompt (the first loads the model), and their outcomes."""
+    start = time.perf_counter()
+    await ext.ask(ext.messages(histories[0]))
+    print(f"{ext.label}: load + first prompt {time.perf_counter() - start:.1f}s")
+    start = time.perf_counter()
+    outcomes = await asyncio.gather(*(ext.ask(ext.messages(h)) for h in histories[1:]))
+    return time.perf_counter() - start, outcomes
 
 
 if __name__ == "__main__":

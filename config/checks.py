@@ -14,6 +14,8 @@ from typing import Any
 CHOICES: dict[str, tuple[str, ...]] = {
     "source": ("amazon23", "lcrec"),
     "interests.backend": ("none", "keywords", "local", "dashscope"),
+    "interests.recipe": ("items", "history"),
+    "interests_backend": ("auto", "dashscope", "local", "keywords"),
     "embeddings.kind": ("none", "sasrec", "text"),
     "embeddings.sasrec_schedule": ("constant", "cosine"),
     "stage": ("tokenizer", "joint", "finetune", "all"),
@@ -27,6 +29,7 @@ MINIMUM: dict[str, float] = {
     "max_history": 1,
     "interests.stride": 1,
     "interests.num_interests": 1,
+    "interests.item_interests": 1,
     "interests.concurrency": 1,
     "interests.local_batch_size": 1,
     "interests.max_retries": 0,
@@ -88,6 +91,16 @@ def problems(cfg: dict) -> list[str]:
     found, topk = _lookup(cfg, "topk")
     if found and (not topk or min(topk) < 1):
         out.append(f"--topk: expected a non-empty list of cut-offs >= 1, got {topk}")
+    found, icfg = _lookup(cfg, "interests")
+    llm = found and icfg.get("backend") in ("local", "dashscope")
+    if llm and icfg.get("recipe") == "items" and icfg.get("stride", 1) != 1:
+        out.append(
+            f"--interests.stride={icfg['stride']}: the items recipe is fresh on every row; a "
+            "stride applies to --interests.recipe=history"
+        )
+    found, merge = _lookup(cfg, "interests.merge_threshold")
+    if found and not 0 < merge <= 1:
+        out.append(f"--interests.merge_threshold: a cosine in (0, 1], got {merge}")
     found, shard = _lookup(cfg, "interests.shard")
     if found and shard >= cfg["interests"]["shards"]:
         shards = cfg["interests"]["shards"]

@@ -90,17 +90,27 @@ def build_dataset(cfg: Config) -> Path:
 
     if cfg.interests.backend != "none":
         from data.interests import annotate_rows
-        from data.text_embedding import embed_interest_phrases
+        from data.interests.recipe import INTERESTS_SUMMARY, interest_settings
+        from data.text_embedding import embed_interest_phrases, phrase_encoder
 
         all_rows = [r for split in SPLITS for r in rows[split]]
         interests, summary = annotate_rows(
-            all_rows, items, cfg.interests, resolve(cfg.interests.cache_dir), device=cfg.device
+            all_rows,
+            items,
+            cfg.interests,
+            resolve(cfg.interests.cache_dir),
+            device=cfg.device,
+            encode=phrase_encoder(folder, cfg.dataset, cfg.embeddings)
+            if cfg.interests.embed
+            else None,
+            table_folder=(folder, cfg.dataset),
         )
         for row, found in zip(all_rows, interests, strict=True):
             row["interests"] = found
         for split in SPLITS:
             write_jsonl(split_path(folder, cfg.dataset, split, processed=True), rows[split])
-        (folder / "interests_summary.json").write_text(json.dumps(summary, indent=1))
+        summary["settings"] = interest_settings(cfg.interests, cfg.embeddings.text_model)
+        (folder / INTERESTS_SUMMARY).write_text(json.dumps(summary, indent=1))
         if cfg.interests.embed:
             embed_interest_phrases(folder, cfg.dataset, interests, cfg.embeddings)
     return folder

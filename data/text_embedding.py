@@ -157,9 +157,21 @@ def encode_texts(
     return table[[index[t] for t in texts]].reshape(len(texts), table.shape[1])
 
 
-def interest_vectors(phrases: list[str]) -> np.ndarray:
-    """Vectors for interests typed in the demo: few and new each time, so no disk cache."""
-    return encode_texts(phrases)
+def interest_vectors(phrases: list[str], model: str = DEFAULT_MODEL) -> np.ndarray:
+    """Vectors for interests typed in the demo: few and new each time, so no disk cache.
+    ``model`` must be the one the run's phrase table was encoded with."""
+    return encode_texts(phrases, model=model)
+
+
+def phrase_encoder(folder: Path, name: str, ecfg: Config):
+    """Phrases -> unit vectors through the dataset's text cache (the one the interest table is
+    built from, so phrases encoded to merge them are not encoded again)."""
+
+    def encode(phrases: list[str]) -> np.ndarray:
+        cache = folder / f"{name}.text_cache"
+        return encode_texts(phrases, cache, ecfg.text_batch_size, ecfg.text_model)
+
+    return encode
 
 
 def embed_interest_phrases(
@@ -168,9 +180,7 @@ def embed_interest_phrases(
     """Write ``<name>.interest_phrases.json`` (sorted unique phrases) and
     ``<name>.interest_emb.npy`` (row i = phrase i); training looks phrases up by exact string."""
     phrases = sorted({p for row in interests for p in row})
-    vectors = encode_texts(
-        phrases, folder / f"{name}.text_cache", ecfg.text_batch_size, ecfg.text_model
-    )
+    vectors = phrase_encoder(folder, name, ecfg)(phrases)
     (folder / f"{name}.interest_phrases.json").write_text(
         json.dumps(phrases, indent=0, ensure_ascii=False)
     )

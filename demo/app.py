@@ -68,7 +68,7 @@ def create_app(
     catalogue = ShopCatalogue(items, recommender.item_tokens, popularity)
     worker = InterestWorker(
         extractor,
-        lambda t: dict(items.get(t, {})),
+        lambda t: {**items.get(t, {}), "item_id": t},
         interests_timeout_s,
         warm_up=needs_warm_up(extractor) if warm_up is None else warm_up,
     )
@@ -133,16 +133,16 @@ def _host_port(cfg: Any, argv: list[str]) -> tuple[str, int]:
 
 def main(argv: list[str]) -> None:
     from config import ConfigError, load_config
+    from data.interests.recipe import SETTINGS_FILE, read_settings
     from data.jsonl import DataError
     from data.paths import resolve
     from data.splits import load_items
-    from demo.interests import choose_backend, make_demo_extractor
+    from demo.interests import make_demo_extractor, serving_backend
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         cfg = load_config("demo", argv)
         host, port = _host_port(cfg, argv)
-        backend = choose_backend(cfg.interests_backend)
     except (ConfigError, ValueError) as err:
         sys.exit(f"error: {err}")
     unfinished: list[Path] = []
@@ -164,8 +164,11 @@ def main(argv: list[str]) -> None:
 
     try:
         recommender = Recommender.load(run_dir)
-        items = load_items(Path(recommender.data_folder), recommender.dataset)
-        extractor = make_demo_extractor(backend, recommender.dataset)
+        folder = Path(recommender.data_folder)
+        items = load_items(folder, recommender.dataset)
+        trained = read_settings(run_dir / SETTINGS_FILE)
+        backend = serving_backend(cfg.interests_backend, trained)
+        extractor = make_demo_extractor(backend, recommender.dataset, trained, folder)
     except (DataError, OSError, RuntimeError, ValueError) as err:
         sys.exit(f"error: cannot load {run_dir}: {err}")
     app = create_app(

@@ -21,6 +21,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from data.interests import InterestError
@@ -60,14 +61,48 @@ def choose_backend(setting: str, env: Mapping[str, str] | None = None) -> str:
     return "keywords"
 
 
-def make_demo_extractor(backend: str, dataset: str) -> ExtractorLike:
-    """The data_process interest extractor with ``backend``, configured like the offline run."""
-    from config import load_config
+def serving_backend(setting: str, trained: Mapping[str, Any] | None) -> str:
+    """``auto`` serves with the backend the run's interests were made with (train and serve
+    agree); runs older than that record, or an explicit setting, go through choose_backend."""
+    if setting == "auto" and trained:
+        return str(trained["backend"])
+    backend = choose_backend(setting)
+    if trained and backend != trained["backend"]:
+        log.warning(
+            "serving interests from %s, but the run was trained on %s interests",
+            backend,
+            trained["backend"],
+        )
+    return backend
+
+
+def make_demo_extractor(
+    backend: str,
+    dataset: str,
+    trained: Mapping[str, Any] | None = None,
+    data_folder: Path | None = None,
+) -> ExtractorLike:
+    """The interest extractor the offline run used: ``trained`` (the run's ``interests.json``)
+    gives the recipe and its settings. With the items recipe, the item table in ``data_folder``
+    answers every item data_process saw, and only a new item is asked (DashScope or SmolLM2).
+    Without ``trained`` (runs older than that record) the LLM reads the whole history."""
+    from config import Config, load_config
     from data.interests import make_extractor
+    from data.interests.recipe import ItemRecipe, item_table_path, read_item_table
 
     icfg = load_config("data_process", [f"--dataset={dataset}"]).interests
-    icfg.backend = backend
-    return make_extractor(icfg)
+    icfg.update({k: v for k, v in (trained or {}).items() if k in icfg})
+    icfg.update(backend=backend, recipe=icfg.recipe if trained else "history")
+    if backend == "keywords" or icfg.recipe != "items":
+        return make_extractor(icfg)
+    same_llm = trained is not None and trained.get("backend") == backend
+    table = (
+        read_item_table(data_folder, dataset)
+        if same_llm and data_folder is not None and item_table_path(data_folder, dataset).exists()
+        else {}
+    )
+    item_ext = make_extractor(Config({**icfg, "num_interests": icfg.item_interests}))
+    return ItemRecipe(table, item_ext, int(icfg.num_interests), int(icfg.max_items))
 
 
 def needs_warm_up(extractor: ExtractorLike) -> bool:

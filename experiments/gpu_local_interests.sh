@@ -50,7 +50,8 @@ for stride in $STRIDES; do
   for ((shard = 0; shard < SHARDS; shard++)); do
     logs+=("$LOG_DIR/stride$stride-shard$shard.log")
     timeout -s KILL "$left" "$PY" data_process.py --dataset=scientific18 \
-      --out_dir="$OUT_DIR/shard$shard" --interests.backend=local --interests.stride="$stride" \
+      --out_dir="$OUT_DIR/shard$shard" --interests.backend=local --interests.recipe=history \
+      --interests.stride="$stride" \
       --interests.local_batch_size="$BATCH" --interests.shard="$shard" --interests.shards="$SHARDS" \
       --interests.embed=false --embeddings.kind=none "$@" \
       >"${logs[-1]}" 2>&1 &

@@ -61,7 +61,7 @@ if { wants llm-simple || wants kw-matched-simple; } \
   && [[ ! -f $LLM/scientific18/scientific18.interest_emb.npy ]]; then
   # shellcheck disable=SC2086  # LLM_ARGS is a list of --key=value words
   $PY data_process.py --dataset=scientific18 --out_dir="$LLM" --interests.backend=local \
-    --interests.stride="$K" --embeddings.kind=none $LLM_ARGS
+    --interests.recipe=history --interests.stride="$K" --embeddings.kind=none $LLM_ARGS
   cp $KW/scientific18/scientific18_emb_256.npy "$LLM"/scientific18/
 fi
 if { wants kw-stride-simple || wants kw-stride-adaptive || wants kw-matched-simple; } \

@@ -13,8 +13,10 @@ import torch
 
 from config import Config
 from data.batches import load_semantic_embeddings
+from data.interests.recipe import SETTINGS_FILE, read_settings
 from data.paths import dataset_dir
 from data.splits import PAD, load_emb_map
+from data.text_embedding import DEFAULT_MODEL
 from model.checkpoint import BEST, load_best, read_config
 from model.evaluation import recommend_batch
 from model.generator import GenerativeRecommender
@@ -47,8 +49,10 @@ class Recommender:
         model: GenerativeRecommender,
         item_codes: torch.Tensor,
         emb_map: dict[str, int],
+        text_model: str = DEFAULT_MODEL,
     ):
         self.run_dir = run_dir
+        self.text_model = text_model  # what the run's phrase vectors were encoded with
         self.config = cfg
         self.model = model.eval()
         self.item_codes = item_codes
@@ -67,7 +71,10 @@ class Recommender:
         semantic = load_semantic_embeddings(folder, cfg.dataset, cfg.semantic_emb, len(emb_map) - 1)
         tokenizer, model = build_models(cfg, semantic.shape[1])
         item_codes = load_best(run_dir / BEST, model, tokenizer)
-        return cls(run_dir, cfg, model, item_codes, emb_map)
+        settings = read_settings(run_dir / SETTINGS_FILE) or {}  # older runs: DEFAULT_MODEL
+        return cls(
+            run_dir, cfg, model, item_codes, emb_map, settings.get("text_model", DEFAULT_MODEL)
+        )
 
     @property
     def dataset(self) -> str:
@@ -96,7 +103,8 @@ class Recommender:
         if phrases:
             missing = [p for p in phrases if p not in self._phrase_cache]
             if missing:
-                for phrase, vec in zip(missing, interest_vectors(missing), strict=True):
+                vecs = interest_vectors(missing, self.text_model)
+                for phrase, vec in zip(missing, vecs, strict=True):
                     if len(self._phrase_cache) >= PHRASE_CACHE_SIZE:
                         self._phrase_cache.pop(next(iter(self._phrase_cache)))
                     self._phrase_cache[phrase] = torch.from_numpy(vec).float()

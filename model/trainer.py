@@ -37,6 +37,8 @@ from data.batches import (
     resolve_semantic_stem,
 )
 from data.fingerprint import check_fingerprint, data_files, fingerprint, record_fingerprint
+from data.interests.recipe import INTERESTS_SUMMARY, SETTINGS_FILE, read_settings
+from data.jsonl import DataError, write_json
 from data.paths import dataset_dir
 from data.splits import SPLITS
 from model.checkpoint import (
@@ -100,6 +102,12 @@ class Trainer:
         self.splits, self.emb_map, self.interest_matrix = load_dataset(
             folder, cfg.dataset, cfg.max_history, cfg.max_interests, cfg.interest_fusion
         )
+        if self.interest_matrix is not None and self.interest_matrix.shape[1] != cfg.interest_dim:
+            dim = self.interest_matrix.shape[1]
+            raise DataError(
+                f"{folder / cfg.dataset}.interest_emb.npy: {dim}-d phrase vectors, but "
+                f"interest_dim={cfg.interest_dim} (pass --interest_dim={dim})"
+            )
         self.semantic = load_semantic_embeddings(
             folder, cfg.dataset, cfg.semantic_emb, len(self.emb_map) - 1
         )
@@ -315,6 +323,9 @@ class Trainer:
         if self.main:
             save_config(self.cfg.to_dict(), self.run_dir / "config.yaml")
             record_fingerprint(self.run_dir, self.data_folder, self.data_fingerprint)
+            settings = read_settings(self.data_folder / INTERESTS_SUMMARY)
+            if self.cfg.interest_fusion and settings is not None:
+                write_json(self.run_dir / SETTINGS_FILE, settings)
         result: dict = {}
         for stage in STAGES[STAGES.index(self.state["stage"]) :]:
             if self.budget_spent and stage != "test":

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fake_dashscope import FakeDashScope
 
 from config import Config, load_config
 from data.pipeline import build_dataset
@@ -46,3 +47,21 @@ def scientific18_dir(processed_root: Path) -> Path:
 def scientific_dir(processed_root: Path) -> Path:
     """Amazon 2023 Scientific (official benchmark) splits: ``<root>/scientific/scientific.*``."""
     return build_dataset(id_only_config("scientific", processed_root))
+
+
+@pytest.fixture
+def dashscope_server(monkeypatch: pytest.MonkeyPatch):
+    """``start(*behaviours, **kwargs)``: a FakeDashScope on 127.0.0.1, with the environment
+    pointing the real SDK at it, stopped when the test ends."""
+    servers: list[FakeDashScope] = []
+
+    def start(*behaviours: str, **kwargs: object) -> FakeDashScope:
+        srv = FakeDashScope(behaviours, **kwargs).__enter__()
+        servers.append(srv)
+        for name, value in srv.env().items():
+            monkeypatch.setenv(name, value)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.__exit__(None, None, None)

@@ -233,6 +233,13 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
         ("data_process", ["--interests.stride=0"], "--interests.stride: must be at least 1"),
         ("data_process", ["--interests.shards=2", "--interests.shard=2"], "must be below"),
         ("data_process", ["--source=csv"], "--source: unknown value 'csv'"),
+        ("data_process", ["--interests.recipe=rows"], "--interests.recipe: unknown value"),
+        (
+            "data_process",
+            ["--interests.backend=local", "--interests.stride=2"],
+            "--interests.stride=2: the items recipe is fresh on every row",
+        ),
+        ("data_process", ["--interests.merge_threshold=1.5"], "a cosine in (0, 1]"),
         ("train", ["--fusion_type=nonsense"], "--fusion_type: unknown value 'nonsense'"),
         ("train", ["--stage=test"], "--stage: unknown value 'test'"),
         ("train", ["--device=gpu"], "--device: unknown device 'gpu'"),
@@ -249,9 +256,13 @@ def test_bad_values_are_refused_when_the_config_loads(
 
 
 def test_value_checks_name_what_the_code_accepts() -> None:
+    from data.interests.recipe import RECIPES
+    from demo.interests import BACKENDS
     from model.fusion import COMBINE_MODES, FUSION_TYPES
     from model.trainer import STAGES
 
+    assert CHOICES["interests.recipe"] == RECIPES
+    assert CHOICES["interests_backend"] == ("auto", *BACKENDS)
     assert CHOICES["fusion_type"] == FUSION_TYPES
     assert CHOICES["fusion_combine"] == COMBINE_MODES
     assert CHOICES["stage"] == (*STAGES[:-1], "all")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_dashscope import GENERATION_PATH, FakeDashScope, default_reply
+from fake_dashscope import GENERATION_PATH, default_reply
 
 from config import load_config
 from data.interests import InterestError, annotate_rows, make_extractor
@@ -27,7 +27,8 @@ CACHE_FILE = "dashscope-qwen-plus.jsonl"
 
 def icfg(**overrides: object):
     cfg = load_config("data_process").interests
-    cfg.update(backend="dashscope", backoff_s=0.01, timeout_s=5.0, max_retries=2)
+    cfg.update(backend="dashscope", recipe="history", backoff_s=0.01, timeout_s=5.0)
+    cfg.update(max_retries=2)
     cfg.update(overrides)
     return cfg
 
@@ -40,20 +41,8 @@ def data(scientific18_dir: Path) -> tuple[list[dict], dict[str, dict]]:
 
 
 @pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch):
-    """Start a fake with the given behaviours and point the environment at it."""
-    servers: list[FakeDashScope] = []
-
-    def start(*behaviours: str, **kwargs: object) -> FakeDashScope:
-        srv = FakeDashScope(behaviours, **kwargs).__enter__()
-        servers.append(srv)
-        for name, value in srv.env().items():
-            monkeypatch.setenv(name, value)
-        return srv
-
-    yield start
-    for srv in servers:
-        srv.__exit__(None, None, None)
+def server(dashscope_server):
+    return dashscope_server
 
 
 def expected(messages: list[dict]) -> list[str]:
@@ -243,7 +232,7 @@ from data.splits import load_items, load_split
 data, cache, out = map(Path, sys.argv[1:4])
 rows = load_split(data, "scientific18", "test")[:40]
 cfg = load_config("data_process").interests
-cfg.update(backend="dashscope", concurrency=2, backoff_s=0.01)
+cfg.update(backend="dashscope", recipe="history", concurrency=2, backoff_s=0.01)
 found, summary = annotate_rows(rows, load_items(data, "scientific18"), cfg, cache, False)
 out.write_text(json.dumps({"interests": found, "summary": summary}))
 """

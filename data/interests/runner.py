@@ -1,5 +1,10 @@
 """Interests for every row of a dataset: leak-free, each distinct prompt computed once, resumable.
 
+Two recipes for the LLM backends (``interests.recipe``): ``items`` asks once per item and composes
+every row's interests from its own history's items (fresh at every row; data/interests/recipe.py),
+``history`` asks once per history prefix, as the seed did. The keyword backend always composes
+from items, at no cost.
+
 No leakage: a row ``s[:t] -> s[t]`` may only use what the user had bought before ``s[t]``. Its
 interests come from a prefix of its own ``inter_history``: the longest one whose length ``L``
 satisfies ``(L - 1) % stride == 0`` (lengths 1, 1 + k, 1 + 2k, ...), so with ``stride`` k a user
@@ -22,6 +27,15 @@ from data.interests.base import InterestError, LLMExtractor
 from data.interests.cache import ResultCache
 from data.interests.keywords import KeywordExtractor, item_terms, rank
 from data.interests.prompt import Messages, prompt_chars, prompt_key
+from data.interests.recipe import (
+    RECIPES,
+    Encode,
+    canonical,
+    compose,
+    item_table_path,
+    merge_map,
+    write_item_table,
+)
 from data.paths import resolve
 
 Window = tuple[str, ...]
@@ -87,6 +101,7 @@ async def _with_llm(
     show_progress: bool,
     cache_only: bool = False,
     shard: tuple[int, int] = (0, 1),
+    unit: str = "history",
 ) -> tuple[dict[Window, list[str]], dict]:
     prompts: dict[str, Messages] = {}
     key_of: dict[Window, str] = {}
@@ -107,7 +122,7 @@ async def _with_llm(
     cached = len(prompts) - len(uncached)
     why = "cache_only" if cache_only else f"shard {index}/{shards}"
     print(
-        f"[interests] {ext.label}: {len(windows):,} distinct histories, {len(prompts):,} prompts, "
+        f"[interests] {ext.label}: {len(windows):,} distinct {unit}s, {len(prompts):,} prompts, "
         f"{cached:,} cached -> {len(todo):,} LLM calls to make"
         + (f" ({why}: {missing:,} uncached prompts left without interests)" if missing else "")
     )
@@ -158,6 +173,47 @@ async def _with_llm(
     return found, summary
 
 
+def _by_items(
+    icfg: Config,
+    windows: set[Window],
+    items: dict[str, dict],
+    cache_dir: Path,
+    show_progress: bool,
+    device: str,
+    encode: Encode | None,
+) -> tuple[dict[str, list[str]], dict[Window, list[str]], dict]:
+    """The items recipe: one prompt per item of any window, phrases merged, rows composed.
+    Returns the item table, each window's interests and the summary."""
+    item_cfg = Config({**icfg, "num_interests": int(icfg.item_interests)})
+    ext = make_extractor(item_cfg, cache_dir, device)
+    needed = sorted({t for w in windows for t in w})
+    shard = (int(icfg.shard), int(icfg.shards))
+    found, summary = asyncio.run(
+        _with_llm(
+            ext,
+            {(t,) for t in needed},
+            items,
+            cache_dir,
+            show_progress,
+            bool(icfg.cache_only),
+            shard,
+            unit="item",
+        )
+    )
+    raw = {t: found.get((t,), []) for t in needed}
+    merged = merge_map(raw, encode, float(icfg.merge_threshold))
+    table = canonical(raw, merged)
+    composed = {w: compose((table[t] for t in w), int(icfg.num_interests)) for w in windows}
+    summary.update(
+        items_asked=len(needed),
+        items_without_phrases=sum(1 for p in raw.values() if not p),
+        item_phrases=len(merged),
+        merged_into_others=sum(1 for p, q in merged.items() if p != q),
+        merged_by="embeddings" if encode is not None else "identical strings",
+    )
+    return table, composed, summary
+
+
 def annotate_rows(
     rows: list[dict],
     items: dict[str, dict],
@@ -165,8 +221,13 @@ def annotate_rows(
     cache_dir: Path,
     show_progress: bool = True,
     device: str = "cpu",
+    encode: Encode | None = None,
+    table_folder: tuple[Path, str] | None = None,
 ) -> tuple[list[list[str]], dict]:
-    """Interest phrases per row (``[]`` where extraction failed, counted in the summary)."""
+    """Interest phrases per row (``[]`` where extraction failed, counted in the summary).
+
+    ``encode`` (phrases -> unit vectors) lets the items recipe merge near-duplicate phrases; with
+    ``table_folder`` (folder, dataset name) it writes its item table there for the demo."""
     start = time.perf_counter()
     stride = int(icfg.stride)
     if stride < 1:
@@ -174,21 +235,46 @@ def annotate_rows(
     shard = (int(icfg.shard), int(icfg.shards))
     if not 0 <= shard[0] < shard[1]:
         raise InterestError(f"interests.shard must be in 0..shards-1, got {shard[0]}/{shard[1]}")
-    windows = [prompt_window(r["inter_history"], stride, int(icfg.max_items)) for r in rows]
-    ext = make_extractor(icfg, cache_dir, device)
-    distinct = set(windows) - {()}
-    if isinstance(ext, KeywordExtractor):
-        found, summary = _keywords(ext, distinct, items, show_progress)
-    else:
-        found, summary = asyncio.run(
-            _with_llm(ext, distinct, items, cache_dir, show_progress, bool(icfg.cache_only), shard)
+    recipe = str(icfg.recipe)
+    if recipe not in RECIPES:
+        raise InterestError(f"interests.recipe: unknown recipe '{recipe}' ({' | '.join(RECIPES)})")
+    by_items = recipe == "items" and icfg.backend != "keywords"
+    if by_items and stride != 1:
+        raise InterestError(
+            f"interests.stride={stride}: the items recipe is fresh on every row; a stride "
+            "applies to --interests.recipe=history"
         )
+    windows = [prompt_window(r["inter_history"], stride, int(icfg.max_items)) for r in rows]
+    distinct = set(windows) - {()}
+    if by_items:
+        table, found, summary = _by_items(
+            icfg, distinct, items, cache_dir, show_progress, device, encode
+        )
+        label = f"items:{summary['model']}"
+        if table_folder is not None:
+            info = {k: icfg[k] for k in ("backend", "model", "item_interests", "merge_threshold")}
+            write_item_table(*table_folder, table, info | {"merged_by": summary["merged_by"]})
+    else:
+        if table_folder is not None:  # a table of an earlier items run is not this data's
+            item_table_path(*table_folder).unlink(missing_ok=True)
+        ext = make_extractor(icfg, cache_dir, device)
+        label = ext.label
+        if isinstance(ext, KeywordExtractor):
+            found, summary = _keywords(ext, distinct, items, show_progress)
+        else:
+            found, summary = asyncio.run(
+                _with_llm(
+                    ext, distinct, items, cache_dir, show_progress, bool(icfg.cache_only), shard
+                )
+            )
     interests = [list(found.get(w, [])) for w in windows]
-    summary = {"backend": icfg.backend, **summary}
+    summary = {"backend": icfg.backend, "recipe": recipe if by_items else "history", **summary}
+    if icfg.backend == "keywords":
+        summary["recipe"] = "keywords"
     summary["rows_without_interests"] = sum(1 for p in interests if not p)
     summary["seconds"] = round(time.perf_counter() - start, 2)
     print(
-        f"[interests] {ext.label}: {summary['succeeded']:,} succeeded, {summary['failed']:,} "
+        f"[interests] {label}: {summary['succeeded']:,} succeeded, {summary['failed']:,} "
         f"failed, {summary['retries']:,} retries, {summary['cached']:,} from cache; "
         f"{summary['rows_without_interests']:,} of {len(rows):,} rows without interests; "
         f"{summary['seconds']:.1f}s"
