@@ -23,7 +23,7 @@ from data.paths import dataset_dir, resolve
 from model.checkpoint import CheckpointError, read_config
 from model.evaluation import evaluate_split
 from model.recommender import Recommender
-from model.trainer import format_table
+from model.report import format_table
 
 RUN_KEYS = ("dataset", "seed")  # fixed by the run: given, they must agree with it
 

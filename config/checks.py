@@ -19,7 +19,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "embeddings.kind": ("none", "sasrec", "text"),
     "embeddings.sasrec_schedule": ("constant", "cosine"),
     "stage": ("tokenizer", "joint", "finetune", "all"),
-    "fusion_type": ("simple", "transformer", "adaptive", "single"),
     "fusion_combine": ("last", "weighted", "concat"),
     "split": ("train", "valid", "test"),
 }
@@ -91,6 +90,12 @@ def problems(cfg: dict) -> list[str]:
     found, topk = _lookup(cfg, "topk")
     if found and (not topk or min(topk) < 1):
         out.append(f"--topk: expected a non-empty list of cut-offs >= 1, got {topk}")
+    found, fusion = _lookup(cfg, "fusion_type")
+    if found:
+        from model.fusion import FUSIONS  # the registry is the one list of variants
+
+        if fusion not in FUSIONS:
+            out.append(f"--fusion_type: unknown value '{fusion}' (choose {' | '.join(FUSIONS)})")
     found, icfg = _lookup(cfg, "interests")
     llm = found and icfg.get("backend") in ("local", "dashscope")
     if llm and icfg.get("recipe") == "items" and icfg.get("stride", 1) != 1:

@@ -10,6 +10,9 @@ user without interests still gets a well-defined attention. The variants are tho
   the ``last`` one, a learned ``weighted`` sum, or a projection of their ``concat``;
 - ``adaptive``: stacked cross-attention whose update is scaled by a learned per-position gate.
 
+A new variant is one subclass of ``InterestFusion`` under ``@register("name")``: it says which
+layers to stack (``make_layer``) and, if not the last layer's, how to combine their outputs.
+
 The module returns the fused encoder states AND the projected interest tokens: the generator
 appends those tokens to the memory the decoder cross-attends to, so interests reach the logits.
 """
@@ -19,8 +22,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-FUSION_TYPES = ("simple", "transformer", "adaptive", "single")
 COMBINE_MODES = ("last", "weighted", "concat")
+FUSIONS: dict[str, type[InterestFusion]] = {}
+
+
+def register(name: str):
+    """Class decorator: make a fusion variant selectable as ``fusion_type=name``."""
+
+    def add(cls: type[InterestFusion]) -> type[InterestFusion]:
+        FUSIONS[name] = cls
+        return cls
+
+    return add
 
 
 class CrossAttentionLayer(nn.Module):
@@ -54,9 +67,11 @@ class CrossAttentionLayer(nn.Module):
 
 
 class InterestFusion(nn.Module):
+    """Shared by every variant: interests projected to ``d_model`` with the "no particular
+    interest" token in front, ``layers`` cross-attention layers, the last one's output."""
+
     def __init__(
         self,
-        fusion_type: str,
         d_model: int,
         interest_dim: int,
         heads: int,
@@ -65,28 +80,15 @@ class InterestFusion(nn.Module):
         combine: str = "last",
     ):
         super().__init__()
-        if fusion_type not in FUSION_TYPES:
-            raise ValueError(f"fusion_type must be one of {FUSION_TYPES}, got '{fusion_type}'")
-        if combine not in COMBINE_MODES:
-            raise ValueError(f"fusion_combine must be one of {COMBINE_MODES}, got '{combine}'")
-        n_layers = 1 if fusion_type == "single" else layers
-        self.combine = combine if fusion_type == "transformer" else "last"
         self.project = nn.Sequential(nn.Linear(interest_dim, d_model), nn.LayerNorm(d_model))
         self.null_interest = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
-        self.layers = nn.ModuleList(
-            CrossAttentionLayer(
-                d_model,
-                heads,
-                dropout,
-                feed_forward=fusion_type == "transformer",
-                gated=fusion_type == "adaptive",
-            )
-            for _ in range(n_layers)
-        )
-        if self.combine == "weighted":
-            self.layer_weights = nn.Parameter(torch.zeros(n_layers))
-        if self.combine == "concat":
-            self.concat_proj = nn.Linear(n_layers * d_model, d_model)
+        self.layers = nn.ModuleList(self.make_layer(d_model, heads, dropout) for _ in range(layers))
+
+    def make_layer(self, d_model: int, heads: int, dropout: float) -> nn.Module:
+        return CrossAttentionLayer(d_model, heads, dropout, feed_forward=False, gated=False)
+
+    def combine(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        return outputs[-1]
 
     def forward(
         self, h: torch.Tensor, interests: torch.Tensor, interest_mask: torch.Tensor
@@ -103,9 +105,66 @@ class InterestFusion(nn.Module):
         for layer in self.layers:
             h = layer(h, mem, mem_pad)
             outputs.append(h)
-        if self.combine == "weighted":
+        return self.combine(outputs), tokens
+
+
+@register("simple")
+class StackedFusion(InterestFusion):
+    """``layers`` cross-attention layers (the base class as it is)."""
+
+
+@register("transformer")
+class TransformerFusion(InterestFusion):
+    """Cross-attention + feed-forward blocks, outputs combined ``last``, ``weighted`` or by a
+    projection of their ``concat``."""
+
+    def __init__(self, d_model, interest_dim, heads, layers, dropout, combine="last"):
+        if combine not in COMBINE_MODES:
+            raise ValueError(f"fusion_combine must be one of {COMBINE_MODES}, got '{combine}'")
+        super().__init__(d_model, interest_dim, heads, layers, dropout)
+        self.mode = combine
+        if combine == "weighted":
+            self.layer_weights = nn.Parameter(torch.zeros(layers))
+        if combine == "concat":
+            self.concat_proj = nn.Linear(layers * d_model, d_model)
+
+    def make_layer(self, d_model: int, heads: int, dropout: float) -> nn.Module:
+        return CrossAttentionLayer(d_model, heads, dropout, feed_forward=True, gated=False)
+
+    def combine(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        if self.mode == "weighted":
             w = torch.softmax(self.layer_weights, 0)
-            h = sum(wi * oi for wi, oi in zip(w, outputs, strict=True))
-        elif self.combine == "concat":
-            h = self.concat_proj(torch.cat(outputs, -1))
-        return h, tokens
+            return sum(wi * oi for wi, oi in zip(w, outputs, strict=True))
+        if self.mode == "concat":
+            return self.concat_proj(torch.cat(outputs, -1))
+        return outputs[-1]
+
+
+@register("adaptive")
+class GatedFusion(InterestFusion):
+    """Stacked cross-attention whose update is scaled by a learned per-position gate."""
+
+    def make_layer(self, d_model: int, heads: int, dropout: float) -> nn.Module:
+        return CrossAttentionLayer(d_model, heads, dropout, feed_forward=False, gated=True)
+
+
+@register("single")
+class SingleFusion(InterestFusion):
+    """One cross-attention layer, whatever ``layers`` says."""
+
+    def __init__(self, d_model, interest_dim, heads, layers, dropout, combine="last"):
+        super().__init__(d_model, interest_dim, heads, 1, dropout)
+
+
+def build_fusion(cfg) -> InterestFusion:
+    """The variant ``cfg.fusion_type`` names, sized by the generator's settings."""
+    if cfg.fusion_type not in FUSIONS:
+        raise ValueError(f"fusion_type must be one of {tuple(FUSIONS)}, got '{cfg.fusion_type}'")
+    return FUSIONS[cfg.fusion_type](
+        cfg.d_model,
+        cfg.interest_dim,
+        cfg.num_heads,
+        cfg.fusion_layers,
+        cfg.dropout_rate,
+        cfg.fusion_combine,
+    )

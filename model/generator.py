@@ -16,7 +16,7 @@ from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
 from transformers.cache_utils import EncoderDecoderCache
 
-from model.fusion import InterestFusion
+from model.fusion import build_fusion
 from model.rqvae import mlp
 
 
@@ -42,19 +42,7 @@ class GenerativeRecommender(nn.Module):
             )
         )
         self.scale = cfg.d_model**-0.5
-        self.fusion = (
-            InterestFusion(
-                cfg.fusion_type,
-                cfg.d_model,
-                cfg.interest_dim,
-                cfg.num_heads,
-                cfg.fusion_layers,
-                cfg.dropout_rate,
-                cfg.fusion_combine,
-            )
-            if cfg.interest_fusion
-            else None
-        )
+        self.fusion = build_fusion(cfg) if cfg.interest_fusion else None
         # alignment heads: pooled sequence -> tokenizer latent (SIA); first decoder state ->
         # semantic embedding space (PSA)
         self.sia_head = mlp([cfg.d_model, cfg.d_model, cfg.e_dim])

@@ -54,9 +54,9 @@ from model.evaluation import evaluate_split
 from model.item_codes import PrefixTrie, derive_item_codes
 from model.losses import code_loss, psa_loss, sia_loss
 from model.recommender import build_models
+from model.report import METRIC, format_table, plot_curves
 
 STAGES = ("tokenizer", "joint", "finetune", "test")
-METRIC = "ndcg@10"
 
 
 def seed_everything(seed: int) -> None:
@@ -593,42 +593,3 @@ class Trainer:
             self.acc.clip_grad_norm_(module.parameters(), self.cfg.max_grad_norm)
         opt.step()
         sched.step()
-
-
-def plot_curves(run_dir: Path) -> None:
-    """``curves.png``: training losses per epoch and validation NDCG@10, from metrics.jsonl."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    epochs = [r for r in records if "loss" in r]
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
-    for mode in ("tokenizer", "recommender", "finetune"):
-        pts = [(i, r["loss"]) for i, r in enumerate(epochs) if r["mode"] == mode]
-        if pts:
-            ax_loss.plot(*zip(*pts, strict=True), marker=".", label=f"{mode} epochs")
-    ax_loss.set(xlabel="epoch (all stages)", ylabel="training loss", yscale="log")
-    if ax_loss.lines:  # a run stopped before its first epoch has no curve to label
-        ax_loss.legend()
-    val = [(i, r["valid"][METRIC]) for i, r in enumerate(epochs) if r.get("valid")]
-    if val:
-        ax_val.plot(*zip(*val, strict=True), marker="o", color="tab:green")
-    ax_val.set(xlabel="epoch (all stages)", ylabel=f"valid {METRIC}")
-    fig.suptitle(run_dir.name)
-    fig.tight_layout()
-    fig.savefig(run_dir / "curves.png", dpi=100)
-    plt.close(fig)
-
-
-def format_table(metrics: dict, split: str) -> str:
-    keys = [k for k in ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10") if k in metrics]
-    head = "| split | users | " + " | ".join(keys) + " |"
-    line = "|" + "---|" * (len(keys) + 2)
-    row = (
-        f"| {split} | {metrics.get('users', '')} | "
-        + " | ".join(f"{metrics[k]:.4f}" for k in keys)
-        + " |"
-    )
-    return "\n".join([head, line, row])

@@ -258,12 +258,11 @@ def test_bad_values_are_refused_when_the_config_loads(
 def test_value_checks_name_what_the_code_accepts() -> None:
     from data.interests.recipe import RECIPES
     from demo.interests import BACKENDS
-    from model.fusion import COMBINE_MODES, FUSION_TYPES
+    from model.fusion import COMBINE_MODES
     from model.trainer import STAGES
 
     assert CHOICES["interests.recipe"] == RECIPES
     assert CHOICES["interests_backend"] == ("auto", *BACKENDS)
-    assert CHOICES["fusion_type"] == FUSION_TYPES
     assert CHOICES["fusion_combine"] == COMBINE_MODES
     assert CHOICES["stage"] == (*STAGES[:-1], "all")
     for kind in CHOICES["embeddings.sasrec_schedule"]:

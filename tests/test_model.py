@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from config import load_config
+from config import ConfigError, load_config
 from model.beam import beam_search
 from model.checkpoint import CheckpointError, load_state_strict
+from model.fusion import FUSIONS, CrossAttentionLayer, InterestFusion, register
 from model.generator import GenerativeRecommender
 from model.item_codes import PrefixTrie, assign_unique_codes
 from model.rqvae import RQVAE
@@ -74,6 +75,28 @@ def test_interests_change_decoder_logits(fusion_type: str) -> None:
     a = first_logits(model, {**batch, **interest_inputs(3, seed=1)})
     b = first_logits(model, {**batch, **interest_inputs(3, seed=2)})
     assert (a - b).abs().max() > 1e-3
+
+
+def test_a_new_fusion_is_one_registered_class() -> None:
+    """The registry is the only list: once registered, the config accepts the name and the
+    generator builds it."""
+
+    @register("test-gated-once")
+    class GatedOnce(InterestFusion):
+        def make_layer(self, d_model: int, heads: int, dropout: float) -> torch.nn.Module:
+            return CrossAttentionLayer(d_model, heads, dropout, feed_forward=False, gated=True)
+
+    try:
+        model = make_model(True, fusion_type="test-gated-once", fusion_layers=1)
+        assert isinstance(model.fusion, GatedOnce) and model.fusion.layers[0].gate is not None
+        batch = history_batch(random_codes(40))
+        a = first_logits(model, {**batch, **interest_inputs(3, seed=1)})
+        b = first_logits(model, {**batch, **interest_inputs(3, seed=2)})
+        assert (a - b).abs().max() > 1e-3
+    finally:
+        del FUSIONS["test-gated-once"]
+    with pytest.raises(ConfigError, match="--fusion_type: unknown value 'test-gated-once'"):
+        tiny_cfg(fusion_type="test-gated-once")
 
 
 def test_interests_can_change_the_beam_output() -> None:
