@@ -26,6 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from config import Config, load_config  # noqa: E402
 from data.interests import annotate_rows, make_extractor  # noqa: E402
+from data.interests.recipe import item_config  # noqa: E402
 from data.interests.runner import prompt_window  # noqa: E402
 from data.paths import dataset_dir, resolve  # noqa: E402
 from data.splits import SPLITS, load_items, load_split  # noqa: E402
@@ -35,6 +36,9 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=8, help="local prompts to time")
     parser.add_argument("--no-local", action="store_true", help="time keywords only")
+    parser.add_argument(
+        "--recipes", default="history,items", help="recipes whose local prompts are timed"
+    )
     args, rest = parser.parse_known_args(argv)
     cfg = load_config("data_process", rest)
     folder = dataset_dir(cfg.data_dir, cfg.dataset)
@@ -59,7 +63,7 @@ def main(argv: list[str]) -> None:
     recipes = {
         "history": (icfg, windows, [[items[t] for t in w] for w in windows]),
         "items": (
-            Config({**icfg, "num_interests": icfg.item_interests}),
+            item_config(icfg),
             needed,
             [[items[t]] for t in needed],
         ),
@@ -71,6 +75,8 @@ def main(argv: list[str]) -> None:
     if args.no_local:
         return
     for recipe, (rcfg, units, prompts) in recipes.items():
+        if recipe not in args.recipes.split(","):
+            continue
         ext = make_extractor(rcfg, resolve(rcfg.cache_dir))
         step = max(1, len(prompts) // (args.sample + 1))
         chosen = prompts[::step][: args.sample + 1]

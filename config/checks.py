@@ -29,6 +29,8 @@ MINIMUM: dict[str, float] = {
     "interests.stride": 1,
     "interests.num_interests": 1,
     "interests.item_interests": 1,
+    "interests.item_min_phrases": 1,
+    "interests.item_max_new_tokens": 1,
     "interests.concurrency": 1,
     "interests.local_batch_size": 1,
     "interests.max_retries": 0,

@@ -86,9 +86,9 @@ def make_demo_extractor(
     gives the recipe and its settings. With the items recipe, the item table in ``data_folder``
     answers every item data_process saw, and only a new item is asked (DashScope or SmolLM2).
     Without ``trained`` (runs older than that record) the LLM reads the whole history."""
-    from config import Config, load_config
+    from config import load_config
     from data.interests import make_extractor
-    from data.interests.recipe import ItemRecipe, item_table_path, read_item_table
+    from data.interests.recipe import ItemRecipe, item_config, item_table_path, read_item_table
 
     icfg = load_config("data_process", [f"--dataset={dataset}"]).interests
     icfg.update({k: v for k, v in (trained or {}).items() if k in icfg})
@@ -101,7 +101,7 @@ def make_demo_extractor(
         if same_llm and data_folder is not None and item_table_path(data_folder, dataset).exists()
         else {}
     )
-    item_ext = make_extractor(Config({**icfg, "num_interests": icfg.item_interests}))
+    item_ext = make_extractor(item_config(icfg))
     return ItemRecipe(table, item_ext, int(icfg.num_interests), int(icfg.max_items))
 
 

@@ -203,3 +203,22 @@ def test_training_records_the_interest_settings_and_serving_reads_them(tmp_path:
     assert recorded is not None and recorded["backend"] == "keywords"
     assert recorded["text_model"] == load_config("data_process").embeddings.text_model
     assert Recommender.load(run_dir).text_model == recorded["text_model"]
+
+
+def test_an_item_reply_with_fewer_phrases_is_accepted_without_retry(
+    dashscope_server, data, tmp_path: Path
+) -> None:
+    """An item needs ``item_min_phrases``; the history's other items make up the rest."""
+    rows, items = data
+    srv = dashscope_server(
+        model_reply=lambda messages: tagged(messages)[0].join(["<interest>", "</interest>"])
+    )
+    found, summary = annotate_rows(rows[:3], items, icfg(), tmp_path, show_progress=False)
+    needed = {t for r in rows[:3] for t in r["inter_history"][-20:]}
+    assert len(srv.requests) == len(needed) and summary["retries"] == 0
+    assert summary["short"] == len(needed) and all(found)
+    srv2 = dashscope_server(model_reply=lambda messages: "<interest>one</interest>")
+    strict_cfg = icfg(item_min_phrases=3, max_retries=1)
+    _, strict = annotate_rows(rows[3:4], items, strict_cfg, tmp_path / "s", show_progress=False)
+    asked = strict["calls_needed"]  # each item asked, then asked again for the missing phrases
+    assert asked > 0 and strict["retries"] == asked and len(srv2.requests) == 2 * asked

@@ -44,6 +44,9 @@ class LLMExtractor:
     def __init__(self, icfg: Config, model: str) -> None:
         self.model = model
         self.num_interests = int(icfg.num_interests)
+        # phrases that end the asking: all of them for a history; for an item, the items recipe
+        # lowers it (the composition adds up phrases over the history's items)
+        self.enough = int(icfg.get("min_phrases") or self.num_interests)
         self.max_prompt_tokens = int(icfg.max_prompt_tokens)
         self.max_items = int(icfg.max_items)
         self.max_retries = int(icfg.max_retries)
@@ -70,7 +73,8 @@ class LLMExtractor:
         return min(MAX_BACKOFF_S, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.5)
 
     async def ask(self, messages: Messages) -> Outcome:
-        """Ask until ``num_interests`` distinct phrases are in or the retries are spent.
+        """Ask until ``enough`` distinct phrases are in (at most ``num_interests`` are kept) or
+        the retries are spent.
 
         Phrases from every reply to the same prompt are pooled, so a reply with too few (or
         none) triggers another try rather than an empty result. FatalError propagates.
@@ -91,7 +95,7 @@ class LLMExtractor:
                 return Outcome(phrases, attempt, str(err))
             found = self._parse(reply, messages)
             phrases += [p for p in found if p not in phrases]
-            if len(phrases) >= self.num_interests:
+            if len(phrases) >= self.enough:
                 return Outcome(phrases[: self.num_interests], attempt)
             snippet = " ".join(reply.split())[:80]
             error = f"{len(phrases)} of {self.num_interests} phrases; last reply: {snippet!r}"

@@ -43,6 +43,22 @@ ITEM_PHRASE_WEIGHT = 1.0  # each of an item's phrases, before recency
 Encode = Callable[[list[str]], np.ndarray]  # phrases -> L2-normalised rows
 
 
+def item_config(icfg):
+    """The interest settings of a one-item prompt: ``item_interests`` phrases asked, a reply with
+    ``item_min_phrases`` of them accepted (the composition adds up phrases over a history's
+    items, so retrying for the rest is not worth its cost), ``item_max_new_tokens`` to write."""
+    from config import Config
+
+    return Config(
+        {
+            **icfg,
+            "num_interests": int(icfg.item_interests),
+            "min_phrases": int(icfg.item_min_phrases),
+            "local_max_new_tokens": int(icfg.item_max_new_tokens),
+        }
+    )
+
+
 def merge_map(item_phrases: Mapping[str, list[str]], encode: Encode | None, threshold: float):
     """Phrase -> the phrase it is merged into. Phrases are visited most frequent first (ties:
     alphabetical); each joins the first kept phrase whose cosine similarity reaches ``threshold``,

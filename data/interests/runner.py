@@ -32,6 +32,7 @@ from data.interests.recipe import (
     Encode,
     canonical,
     compose,
+    item_config,
     item_table_path,
     merge_map,
     write_item_table,
@@ -184,8 +185,7 @@ def _by_items(
 ) -> tuple[dict[str, list[str]], dict[Window, list[str]], dict]:
     """The items recipe: one prompt per item of any window, phrases merged, rows composed.
     Returns the item table, each window's interests and the summary."""
-    item_cfg = Config({**icfg, "num_interests": int(icfg.item_interests)})
-    ext = make_extractor(item_cfg, cache_dir, device)
+    ext = make_extractor(item_config(icfg), cache_dir, device)
     needed = sorted({t for w in windows for t in w})
     shard = (int(icfg.shard), int(icfg.shards))
     found, summary = asyncio.run(
