@@ -12,10 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from config import Config, ConfigError, given_keys, load_config
-from data.batches import interest_table, load_split_tensors
+from data.batches import load_split_tensors
 from data.device import resolve_device
 from data.fingerprint import check_fingerprint, data_files, fingerprint
 from data.jsonl import DataError
@@ -54,10 +52,9 @@ def main(argv: list[str]) -> None:
     rec = Recommender.load(run_dir, folder.parent)
     device = resolve_device(cfg.device)
     rec.model.to(device)
-    phrase_index, matrix = interest_table(folder, name) if interests else (None, None)
     max_interests = rec.config.max_interests
     data = load_split_tensors(
-        folder, name, cfg.split, rec.emb_map, rec.max_history, max_interests, phrase_index
+        folder, name, cfg.split, rec.emb_map, rec.max_history, max_interests, rec.features
     )
     start = time.perf_counter()
     metrics = evaluate_split(
@@ -65,7 +62,7 @@ def main(argv: list[str]) -> None:
         rec.trie.to(device),
         data,
         rec.item_codes,
-        None if matrix is None else torch.from_numpy(matrix).float(),
+        rec.features,
         cfg.num_beams,
         list(cfg.topk),
         cfg.eval_batch_size,

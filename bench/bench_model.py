@@ -35,6 +35,7 @@ import torch  # noqa: E402
 
 from config import load_config, split_argv  # noqa: E402
 from data.batches import (  # noqa: E402
+    Batch,
     bucketed_batches,
     load_dataset,
     make_batch,
@@ -43,7 +44,7 @@ from data.batches import (  # noqa: E402
 from data.paths import dataset_dir  # noqa: E402
 from model.beam import beam_search  # noqa: E402
 from model.item_codes import PrefixTrie, derive_item_codes  # noqa: E402
-from model.losses import code_loss, psa_loss, sia_loss  # noqa: E402
+from model.losses import recommender_objective, tokenizer_objective  # noqa: E402
 from model.recommender import build_models  # noqa: E402
 
 
@@ -78,17 +79,12 @@ def train_phase(cfg, mode: str, steps: int) -> dict:
     for i, idx in enumerate(batches):
         batch = make_batch(train, idx, codes, None)
         start = time.perf_counter()
-        x = semantic[batch["target_ids"]]
+        x = semantic[batch.target_ids]
         if mode == "tokenizer":  # a tokenizer step after warm-up: frozen recommender + RQ-VAE
             with torch.no_grad():
                 rec = model.eval()(batch)  # float32 here, autocast in training with bf16
             out = tokenizer(x, seq_latent=rec["seq_latent"])
-            loss = (
-                out["recon_loss"]
-                + out["vq_loss"]
-                + 1e-4 * sia_loss(out["seq_logits"], out["logits"])
-                + 3e-4 * psa_loss(rec["pref_semantic"], out["x_hat"], batch["target_ids"], 0.1)
-            )
+            loss = tokenizer_objective(out, rec, batch.target_ids, cfg)["loss"]
             opt_id.zero_grad()
             loss.backward()
             opt_id.step()
@@ -98,12 +94,15 @@ def train_phase(cfg, mode: str, steps: int) -> dict:
             out = {k: v.float() for k, v in out.items()}
             with torch.no_grad():
                 item = tokenizer(x)
-            loss = (
-                code_loss(out["logits"], batch["target_codes"])
-                + 1e-4
-                * sia_loss(tokenizer.quantizer.code_logits(out["seq_latent"]), item["logits"])
-                + 3e-4 * psa_loss(out["pref_semantic"], item["x_hat"], batch["target_ids"], 0.1)
-            )
+            loss = recommender_objective(
+                out,
+                item,
+                tokenizer.quantizer.code_logits,
+                batch.target_codes,
+                batch.target_ids,
+                cfg,
+                align=True,
+            )["loss"]
             opt_rec.zero_grad()
             loss.backward()
             opt_rec.step()
@@ -121,9 +120,12 @@ def train_phase(cfg, mode: str, steps: int) -> dict:
 @torch.no_grad()
 def naive_beam(model, trie, batch, num_beams: int, topk: int) -> torch.Tensor:
     """Reference: history encoded once per beam, full decoder prefix re-run at every step."""
-    b = batch["history_codes"].shape[0]
-    rep = {k: v.repeat_interleave(num_beams, 0) for k, v in batch.items()}
-    memory, mask, _ = model.encode(rep["history_codes"], rep["history_mask"])
+    b = batch.history_codes.shape[0]
+    rep = Batch(
+        batch.history_codes.repeat_interleave(num_beams, 0),
+        batch.history_mask.repeat_interleave(num_beams, 0),
+    )
+    memory, mask, _ = model.encode(rep)
     seqs = torch.zeros(b * num_beams, 1, dtype=torch.long)
     scores = torch.full((b, num_beams), float("-inf"))
     scores[:, 0] = 0
@@ -158,7 +160,7 @@ def eval_phase(cfg, mode: str, n_users: int) -> dict:
     for rows in sequential_batches(valid.lengths[sample], bs, cap):
         batch = make_batch(valid, sample[rows], codes, None)
         if mode == "cached":
-            memory, mask, _ = model.encode(batch["history_codes"], batch["history_mask"])
+            memory, mask, _ = model.encode(batch)
             items, _ = beam_search(model, trie, memory, mask, cfg.num_beams, 10)
         else:
             items = naive_beam(model, trie, batch, cfg.num_beams, 10)

@@ -8,13 +8,13 @@ the batches. Each batch is padded only to its own longest history.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from data.interest_features import InterestFeatures
 from data.jsonl import DataError
 from data.splits import load_emb_map, load_split
 
@@ -35,20 +35,6 @@ class SplitTensors:
         return len(self.target)
 
 
-def interest_table(folder: Path, name: str) -> tuple[dict[str, int], np.ndarray]:
-    """Phrase -> row, and the ``[P, 384]`` matrix written by data_process."""
-    phrases_path = folder / f"{name}.interest_phrases.json"
-    emb_path = folder / f"{name}.interest_emb.npy"
-    for p in (phrases_path, emb_path):
-        if not p.exists():
-            raise DataError(f"{p}: not found (run data_process.py with --interests.backend=...)")
-    phrases = json.loads(phrases_path.read_text())
-    matrix = np.load(emb_path)
-    if len(phrases) != len(matrix):
-        raise DataError(f"{emb_path}: {len(matrix)} rows but {len(phrases)} phrases")
-    return {p: i for i, p in enumerate(phrases)}, matrix
-
-
 def load_split_tensors(
     folder: Path,
     name: str,
@@ -56,9 +42,9 @@ def load_split_tensors(
     emb_map: dict[str, int],
     max_history: int,
     max_interests: int,
-    phrase_index: dict[str, int] | None,
+    features: InterestFeatures | None,
 ) -> SplitTensors:
-    rows = load_split(folder, name, split, processed=phrase_index is not None, emb_map=emb_map)
+    rows = load_split(folder, name, split, processed=features is not None, emb_map=emb_map)
     n = len(rows)
     history = np.zeros((n, max_history), dtype=np.int64)
     lengths = np.zeros(n, dtype=np.int64)
@@ -69,12 +55,8 @@ def load_split_tensors(
         history[i, : len(ids)] = ids
         lengths[i] = len(ids)
         target[i] = emb_map[row["target_id"]]
-        if phrase_index is not None:
-            found = [
-                phrase_index[p]
-                for p in row.get("interests", [])[:max_interests]
-                if p in phrase_index
-            ]
+        if features is not None:
+            found = features.rows(row.get("interests", [])[:max_interests])
             interest_idx[i, : len(found)] = found
     return SplitTensors(history, lengths, target, interest_idx)
 
@@ -114,43 +96,65 @@ def sequential_batches(
     return _cut(np.argsort(lengths, kind="stable"), lengths, batch_size, max_items)
 
 
+@dataclass
+class Batch:
+    """What the model reads for a batch of rows. ``history_codes [B, H, depth]`` are the items'
+    codes under the current tokenizer (``history_mask [B, H]``: True = an item); targets are
+    absent when serving; ``interests [B, M, interest_dim]`` with ``interest_mask [B, M]`` only
+    when the model fuses interests."""
+
+    history_codes: torch.Tensor
+    history_mask: torch.Tensor
+    target_ids: torch.Tensor | None = None
+    target_codes: torch.Tensor | None = None
+    interests: torch.Tensor | None = None
+    interest_mask: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            **{
+                f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                for f in fields(self)
+            }
+        )
+
+
 def make_batch(
     data: SplitTensors,
     rows: np.ndarray,
     item_codes: torch.Tensor,
-    interest_matrix: torch.Tensor | None,
-) -> dict[str, torch.Tensor]:
+    features: InterestFeatures | None,
+) -> Batch:
     """Gather the rows' codes (current tokenizer) and interest vectors, padded to this batch."""
     width = max(int(data.lengths[rows].max()), 1)
     history = torch.from_numpy(data.history[rows, :width])
     target = torch.from_numpy(data.target[rows])
-    batch = {
-        "history_ids": history,
-        "history_mask": history > 0,
-        "history_codes": item_codes[history],
-        "target_ids": target,
-        "target_codes": item_codes[target],
-    }
-    if interest_matrix is not None:
+    batch = Batch(
+        history_codes=item_codes[history],
+        history_mask=history > 0,
+        target_ids=target,
+        target_codes=item_codes[target],
+    )
+    if features is not None:
         idx = torch.from_numpy(data.interest_idx[rows])
-        batch["interests"] = interest_matrix[idx.clamp(min=0)]
-        batch["interest_mask"] = idx >= 0
+        batch.interests = features.matrix[idx.clamp(min=0)]
+        batch.interest_mask = idx >= 0
     return batch
 
 
 def load_dataset(
     folder: Path, name: str, max_history: int, max_interests: int, with_interests: bool
-) -> tuple[dict[str, SplitTensors], dict[str, int], torch.Tensor | None]:
-    """All three splits, the emb_map and (when asked) the interest matrix."""
+) -> tuple[dict[str, SplitTensors], dict[str, int], InterestFeatures | None]:
+    """All three splits, the emb_map and (when asked) the interest phrase table."""
     emb_map = load_emb_map(folder, name)
-    phrase_index, matrix = interest_table(folder, name) if with_interests else (None, None)
+    features = InterestFeatures.load(folder, name) if with_interests else None
     splits = {
         split: load_split_tensors(
-            folder, name, split, emb_map, max_history, max_interests, phrase_index
+            folder, name, split, emb_map, max_history, max_interests, features
         )
         for split in ("train", "valid", "test")
     }
-    return splits, emb_map, (torch.from_numpy(matrix).float() if matrix is not None else None)
+    return splits, emb_map, features
 
 
 def resolve_semantic_stem(folder: Path, name: str, stem: str) -> str:

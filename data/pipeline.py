@@ -109,7 +109,9 @@ def build_dataset(cfg: Config) -> Path:
             row["interests"] = found
         for split in SPLITS:
             write_jsonl(split_path(folder, cfg.dataset, split, processed=True), rows[split])
-        summary["settings"] = interest_settings(cfg.interests, cfg.embeddings.text_model)
+        summary["settings"] = interest_settings(
+            cfg.interests, cfg.embeddings.text_model, summary["model"]
+        )
         (folder / INTERESTS_SUMMARY).write_text(json.dumps(summary, indent=1))
         if cfg.interests.embed:
             embed_interest_phrases(folder, cfg.dataset, interests, cfg.embeddings)

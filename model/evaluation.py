@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from data.batches import SplitTensors, make_batch, sequential_batches
+from data.batches import Batch, SplitTensors, make_batch, sequential_batches
+from data.interest_features import InterestFeatures
 from model.beam import beam_search
 from model.generator import GenerativeRecommender
 from model.item_codes import PrefixTrie
@@ -16,17 +17,12 @@ from model.metrics import ranking_metrics
 def recommend_batch(
     model: GenerativeRecommender,
     trie: PrefixTrie,
-    batch: dict[str, torch.Tensor],
+    batch: Batch,
     num_beams: int,
     topk: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Item ids (emb_map ids; 0 = no item) ``[B, topk]`` and scores for one batch."""
-    memory, memory_mask, _ = model.encode(
-        batch["history_codes"],
-        batch["history_mask"],
-        batch.get("interests"),
-        batch.get("interest_mask"),
-    )
+    memory, memory_mask, _ = model.encode(batch)
     items, scores = beam_search(model, trie, memory, memory_mask, num_beams, topk)
     return items + 1, scores  # trie indexes items from 0; emb ids start at 1 (0 is [PAD])
 
@@ -37,7 +33,7 @@ def evaluate_split(
     trie: PrefixTrie,
     data: SplitTensors,
     item_codes: torch.Tensor,
-    interest_matrix: torch.Tensor | None,
+    features: InterestFeatures | None,
     num_beams: int,
     topk: list[int],
     batch_size: int,
@@ -61,11 +57,9 @@ def evaluate_split(
     mine = batches[rank::world]
     rows_out, ranks_out = [], []
     for rows in tqdm(mine, desc=desc, leave=False, disable=rank != 0):
-        batch = {
-            k: v.to(device) for k, v in make_batch(data, rows, item_codes, interest_matrix).items()
-        }
+        batch = make_batch(data, rows, item_codes, features).to(device)
         items, _ = recommend_batch(model, trie, batch, num_beams, max(topk))
-        hit = items == batch["target_ids"][:, None]
+        hit = items == batch.target_ids[:, None]
         ranks = torch.where(hit.any(1), hit.float().argmax(1), -1)
         rows_out.append(torch.from_numpy(rows))
         ranks_out.append(ranks.cpu())

@@ -16,6 +16,7 @@ from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
 from transformers.cache_utils import EncoderDecoderCache
 
+from data.batches import Batch
 from model.fusion import build_fusion
 from model.rqvae import mlp
 
@@ -57,25 +58,19 @@ class GenerativeRecommender(nn.Module):
         offsets = torch.arange(self.code_depth, device=codes.device) * self.code_size + 1
         return codes + offsets
 
-    def encode(
-        self,
-        history_codes: torch.Tensor,
-        history_mask: torch.Tensor,
-        interests: torch.Tensor | None = None,
-        interest_mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``history_codes [B, H, depth]`` -> (memory, memory mask, pooled sequence state)."""
-        b, h, depth = history_codes.shape
-        token_mask = history_mask[:, :, None].expand(b, h, depth).reshape(b, h * depth)
-        ids = torch.where(token_mask, self.tokens(history_codes).reshape(b, h * depth), 0)
+    def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A batch's history (and interests) -> (memory, memory mask, pooled sequence state)."""
+        b, h, depth = batch.history_codes.shape
+        token_mask = batch.history_mask[:, :, None].expand(b, h, depth).reshape(b, h * depth)
+        ids = torch.where(token_mask, self.tokens(batch.history_codes).reshape(b, h * depth), 0)
         states = self.t5.encoder(input_ids=ids, attention_mask=token_mask.long()).last_hidden_state
         memory, memory_mask = states, token_mask
         if self.fusion is not None:
-            if interests is None or interest_mask is None:
+            if batch.interests is None or batch.interest_mask is None:
                 raise ValueError("interest_fusion is on: interests and interest_mask are required")
-            states, interest_tokens = self.fusion(states, interests, interest_mask)
+            states, interest_tokens = self.fusion(states, batch.interests, batch.interest_mask)
             memory = torch.cat([states, interest_tokens], 1)
-            memory_mask = torch.cat([token_mask, interest_mask], 1)
+            memory_mask = torch.cat([token_mask, batch.interest_mask], 1)
         weights = token_mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         return memory, memory_mask, pooled
@@ -101,15 +96,10 @@ class GenerativeRecommender(nn.Module):
         start = 1 + level * self.code_size
         return (states * self.scale) @ self.code_table[start : start + self.code_size].t()
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Teacher-forced pass: code logits ``[B, depth, K]`` and the alignment heads' outputs."""
-        memory, memory_mask, pooled = self.encode(
-            batch["history_codes"],
-            batch["history_mask"],
-            batch.get("interests"),
-            batch.get("interest_mask"),
-        )
-        target_tokens = self.tokens(batch["target_codes"])
+        memory, memory_mask, pooled = self.encode(batch)
+        target_tokens = self.tokens(batch.target_codes)
         start = target_tokens.new_zeros(target_tokens.shape[0], 1)
         dec_in = torch.cat([start, target_tokens[:, :-1]], 1)
         states = self.decode(dec_in, memory, memory_mask)

@@ -1,4 +1,6 @@
-"""ETEGRec's four losses: code cross-entropy, VQ, SIA (symmetric KL) and PSA (symmetric InfoNCE)."""
+"""ETEGRec's four losses: code cross-entropy, VQ, SIA (symmetric KL) and PSA (symmetric InfoNCE),
+and how each alternating step weighs them (``recommender_objective``, ``tokenizer_objective``:
+the trainer and bench/bench_model.py both train with these)."""
 
 from __future__ import annotations
 
@@ -39,3 +41,47 @@ def psa_loss(
     sim = pref @ sem.t() / temperature
     labels = torch.arange(len(unique), device=sim.device)
     return 0.5 * (F.cross_entropy(sim, labels) + F.cross_entropy(sim.t(), labels))
+
+
+def recommender_objective(
+    out: dict[str, torch.Tensor],
+    item: dict[str, torch.Tensor],
+    code_logits_of,
+    target_codes: torch.Tensor,
+    target_ids: torch.Tensor,
+    cfg,
+    align: bool,
+) -> dict[str, torch.Tensor]:
+    """A recommender step's loss: code cross-entropy, plus SIA and PSA once aligned. ``out`` is
+    the generator's output, ``item`` the (frozen) tokenizer's on the target items, and
+    ``code_logits_of`` maps a latent to the tokenizer's per-level code logits. The alignment
+    terms are computed even at weight 0 (warm-up, finetune) so every parameter gets a gradient,
+    as DDP requires."""
+    l_code = code_loss(out["logits"], target_codes)
+    l_sia = sia_loss(code_logits_of(out["seq_latent"]), item["logits"])
+    l_psa = psa_loss(out["pref_semantic"], item["x_hat"], target_ids, cfg.cl_temperature)
+    w = 1.0 if align else 0.0
+    loss = cfg.rec_code_weight * l_code + w * (
+        cfg.rec_kl_weight * l_sia + cfg.rec_dec_cl_weight * l_psa
+    )
+    return {"loss": loss, "code": l_code, "sia": l_sia, "psa": l_psa}
+
+
+def tokenizer_objective(
+    out: dict[str, torch.Tensor],
+    rec: dict[str, torch.Tensor] | None,
+    target_ids: torch.Tensor,
+    cfg,
+) -> dict[str, torch.Tensor]:
+    """A tokenizer step's loss: reconstruction + VQ, plus SIA and PSA against the (frozen)
+    recommender's output ``rec`` once aligned (``rec`` None before)."""
+    l_vq = out["recon_loss"] + out["vq_loss"]
+    losses = {"vq": l_vq}
+    loss = cfg.id_vq_weight * l_vq
+    if rec is not None:
+        l_sia = sia_loss(out["seq_logits"], out["logits"])
+        l_psa = psa_loss(rec["pref_semantic"], out["x_hat"], target_ids, cfg.cl_temperature)
+        loss = loss + cfg.id_kl_weight * l_sia + cfg.id_dec_cl_weight * l_psa
+        losses.update(sia=l_sia, psa=l_psa)
+    losses["loss"] = loss
+    return losses

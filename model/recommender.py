@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from config import Config
-from data.batches import load_semantic_embeddings
+from data.batches import Batch, load_semantic_embeddings
+from data.interest_features import InterestFeatures
 from data.interests.recipe import SETTINGS_FILE, read_settings
 from data.paths import dataset_dir
 from data.splits import PAD, load_emb_map
@@ -22,8 +23,6 @@ from model.evaluation import recommend_batch
 from model.generator import GenerativeRecommender
 from model.item_codes import PrefixTrie
 from model.rqvae import RQVAE
-
-PHRASE_CACHE_SIZE = 50_000
 
 
 def build_models(cfg: Config, semantic_dim: int) -> tuple[RQVAE, GenerativeRecommender]:
@@ -49,10 +48,10 @@ class Recommender:
         model: GenerativeRecommender,
         item_codes: torch.Tensor,
         emb_map: dict[str, int],
-        text_model: str = DEFAULT_MODEL,
+        features: InterestFeatures | None = None,
     ):
         self.run_dir = run_dir
-        self.text_model = text_model  # what the run's phrase vectors were encoded with
+        self.features = features  # the run's phrase table and text model (with interest fusion)
         self.config = cfg
         self.model = model.eval()
         self.item_codes = item_codes
@@ -60,7 +59,6 @@ class Recommender:
         self.emb_map = emb_map
         self.id_to_token = {i: t for t, i in emb_map.items()}
         self.item_tokens = [t for t in emb_map if t != PAD]
-        self._phrase_cache: dict[str, torch.Tensor] = {}  # phrase -> vector (repeat requests)
 
     @classmethod
     def load(cls, run_dir: str | Path, data_dir: str | Path | None = None) -> Recommender:
@@ -71,10 +69,12 @@ class Recommender:
         semantic = load_semantic_embeddings(folder, cfg.dataset, cfg.semantic_emb, len(emb_map) - 1)
         tokenizer, model = build_models(cfg, semantic.shape[1])
         item_codes = load_best(run_dir / BEST, model, tokenizer)
-        settings = read_settings(run_dir / SETTINGS_FILE) or {}  # older runs: DEFAULT_MODEL
-        return cls(
-            run_dir, cfg, model, item_codes, emb_map, settings.get("text_model", DEFAULT_MODEL)
-        )
+        features = None
+        if cfg.interest_fusion:
+            settings = read_settings(run_dir / SETTINGS_FILE) or {}  # older runs: DEFAULT_MODEL
+            text_model = settings.get("text_model", DEFAULT_MODEL)
+            features = InterestFeatures.load(folder, cfg.dataset, text_model)
+        return cls(run_dir, cfg, model, item_codes, emb_map, features)
 
     @property
     def dataset(self) -> str:
@@ -93,23 +93,13 @@ class Recommender:
         return bool(self.config.interest_fusion)
 
     def _interest_inputs(self, interests: list[str] | None) -> dict[str, torch.Tensor]:
-        if not self.uses_interests:
+        if self.features is None:
             return {}
-        from data.text_embedding import interest_vectors
-
         phrases = list(interests or [])[: self.config.max_interests]
-        vectors = torch.zeros(1, self.config.max_interests, self.config.interest_dim)
+        vectors = torch.zeros(1, self.config.max_interests, self.features.dim)
         mask = torch.zeros(1, self.config.max_interests, dtype=torch.bool)
-        if phrases:
-            missing = [p for p in phrases if p not in self._phrase_cache]
-            if missing:
-                vecs = interest_vectors(missing, self.text_model)
-                for phrase, vec in zip(missing, vecs, strict=True):
-                    if len(self._phrase_cache) >= PHRASE_CACHE_SIZE:
-                        self._phrase_cache.pop(next(iter(self._phrase_cache)))
-                    self._phrase_cache[phrase] = torch.from_numpy(vec).float()
-            vectors[0, : len(phrases)] = torch.stack([self._phrase_cache[p] for p in phrases])
-            mask[0, : len(phrases)] = True
+        vectors[0, : len(phrases)] = self.features.vectors(phrases)
+        mask[0, : len(phrases)] = True
         return {"interests": vectors, "interest_mask": mask}
 
     @torch.no_grad()
@@ -128,8 +118,7 @@ class Recommender:
         )
         if ids.shape[1] == 0:
             ids = torch.zeros(1, 1, dtype=torch.long)
-        batch = {"history_codes": self.item_codes[ids], "history_mask": ids > 0}
-        batch.update(self._interest_inputs(interests))
+        batch = Batch(self.item_codes[ids], ids > 0, **self._interest_inputs(interests))
         beams = max(num_beams or self.config.num_beams, k)
         items, scores = recommend_batch(self.model, self.trie, batch, beams, k)
         return [

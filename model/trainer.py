@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from config import Config
 from data.batches import (
+    Batch,
     bucketed_batches,
     load_dataset,
     load_semantic_embeddings,
@@ -52,7 +53,7 @@ from model.checkpoint import (
 )
 from model.evaluation import evaluate_split
 from model.item_codes import PrefixTrie, derive_item_codes
-from model.losses import code_loss, psa_loss, sia_loss
+from model.losses import recommender_objective, tokenizer_objective
 from model.recommender import build_models
 from model.report import METRIC, format_table, plot_curves
 
@@ -99,11 +100,11 @@ class Trainer:
             data_files(folder, cfg.dataset, SPLITS, cfg.interest_fusion, cfg.semantic_emb)
         )
         check_fingerprint(run_dir, folder, self.data_fingerprint)  # a resumed run's own data
-        self.splits, self.emb_map, self.interest_matrix = load_dataset(
+        self.splits, self.emb_map, self.interests = load_dataset(
             folder, cfg.dataset, cfg.max_history, cfg.max_interests, cfg.interest_fusion
         )
-        if self.interest_matrix is not None and self.interest_matrix.shape[1] != cfg.interest_dim:
-            dim = self.interest_matrix.shape[1]
+        if self.interests is not None and self.interests.dim != cfg.interest_dim:
+            dim = self.interests.dim
             raise DataError(
                 f"{folder / cfg.dataset}.interest_emb.npy: {dim}-d phrase vectors, but "
                 f"interest_dim={cfg.interest_dim} (pass --interest_dim={dim})"
@@ -201,11 +202,11 @@ class Trainer:
         self.set_codes(codes)
         return report.as_dict()
 
-    def batch_to_device(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+    def batch_to_device(self, rows: np.ndarray) -> Batch:
         # each process takes its share of the global batch, so N processes see the same global batch
         rows = rows[self.acc.process_index :: self.acc.num_processes]
-        batch = make_batch(self.splits["train"], rows, self.item_codes, self.interest_matrix)
-        return {k: v.to(self.device) for k, v in batch.items()}
+        batch = make_batch(self.splits["train"], rows, self.item_codes, self.interests)
+        return batch.to(self.device)
 
     def evaluate(self, split: str, desc: str) -> dict:
         return evaluate_split(
@@ -213,7 +214,7 @@ class Trainer:
             self.trie,
             self.splits[split],
             self.item_codes,
-            self.interest_matrix,
+            self.interests,
             self.cfg.num_beams,
             list(self.cfg.topk),
             self.cfg.eval_batch_size,
@@ -537,48 +538,33 @@ class Trainer:
         )
         return record
 
-    def recommender_step(self, batch: dict, align: bool) -> dict[str, torch.Tensor]:
-        """Code loss, plus SIA/PSA once aligned. The alignment terms are computed even at weight 0
-        (warm-up, finetune) so every parameter gets a gradient, as DDP requires."""
-        cfg = self.cfg
+    def recommender_step(self, batch: Batch, align: bool) -> dict[str, torch.Tensor]:
         with self.autocast():
             out = self.model_ddp(batch)
         out = {k: v.float() for k, v in out.items()}
         with torch.no_grad():
-            item = self.tokenizer(self.semantic_dev[batch["target_ids"]])
-        l_code = code_loss(out["logits"], batch["target_codes"])
-        l_sia = sia_loss(self.tokenizer.quantizer.code_logits(out["seq_latent"]), item["logits"])
-        l_psa = psa_loss(
-            out["pref_semantic"], item["x_hat"], batch["target_ids"], cfg.cl_temperature
+            item = self.tokenizer(self.semantic_dev[batch.target_ids])
+        losses = recommender_objective(
+            out,
+            item,
+            self.tokenizer.quantizer.code_logits,
+            batch.target_codes,
+            batch.target_ids,
+            self.cfg,
+            align,
         )
-        w = 1.0 if align else 0.0
-        loss = cfg.rec_code_weight * l_code + w * (
-            cfg.rec_kl_weight * l_sia + cfg.rec_dec_cl_weight * l_psa
-        )
-        self._step(loss, self.opt_rec, self.sched_rec, self.model)
-        return {"loss": loss, "code": l_code, "sia": l_sia, "psa": l_psa}
+        self._step(losses["loss"], self.opt_rec, self.sched_rec, self.model)
+        return losses
 
-    def tokenizer_step(self, batch: dict, align: bool) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
-        x = self.semantic_dev[batch["target_ids"]]
+    def tokenizer_step(self, batch: Batch, align: bool) -> dict[str, torch.Tensor]:
+        x = self.semantic_dev[batch.target_ids]
+        rec = None
         if align:
             with torch.no_grad(), self.autocast():
                 rec = {k: v.float() for k, v in self.model(batch).items()}
-            out = self.tokenizer_ddp(x, seq_latent=rec["seq_latent"])
-        else:
-            out = self.tokenizer_ddp(x)
-        l_vq = out["recon_loss"] + out["vq_loss"]
-        loss = cfg.id_vq_weight * l_vq
-        losses = {"vq": l_vq}
-        if align:
-            l_sia = sia_loss(out["seq_logits"], out["logits"])
-            l_psa = psa_loss(
-                rec["pref_semantic"], out["x_hat"], batch["target_ids"], cfg.cl_temperature
-            )
-            loss = loss + cfg.id_kl_weight * l_sia + cfg.id_dec_cl_weight * l_psa
-            losses.update(sia=l_sia, psa=l_psa)
-        self._step(loss, self.opt_id, self.sched_id, self.tokenizer)
-        losses["loss"] = loss
+        out = self.tokenizer_ddp(x, seq_latent=rec["seq_latent"] if rec else None)
+        losses = tokenizer_objective(out, rec, batch.target_ids, self.cfg)
+        self._step(losses["loss"], self.opt_id, self.sched_id, self.tokenizer)
         return losses
 
     def autocast(self) -> torch.autocast:

@@ -170,7 +170,7 @@ def test_the_demo_serves_with_the_settings_the_run_recorded(
     found, _ = annotate_rows(
         [row], items, icfg(), tmp_path, show_progress=False, table_folder=(folder, "scientific18")
     )
-    trained = interest_settings(icfg(), "all-MiniLM-L6-v2")
+    trained = interest_settings(icfg(), "all-MiniLM-L6-v2", "qwen-plus")
     assert serving_backend("auto", trained) == "dashscope"
     assert serving_backend("auto", None) == choose_backend("auto")  # runs without a record
     with caplog.at_level("WARNING"):
@@ -202,7 +202,7 @@ def test_training_records_the_interest_settings_and_serving_reads_them(tmp_path:
     recorded = read_settings(run_dir / SETTINGS_FILE)
     assert recorded is not None and recorded["backend"] == "keywords"
     assert recorded["text_model"] == load_config("data_process").embeddings.text_model
-    assert Recommender.load(run_dir).text_model == recorded["text_model"]
+    assert Recommender.load(run_dir).features.text_model == recorded["text_model"]
 
 
 def test_an_item_reply_with_fewer_phrases_is_accepted_without_retry(
@@ -222,3 +222,19 @@ def test_an_item_reply_with_fewer_phrases_is_accepted_without_retry(
     _, strict = annotate_rows(rows[3:4], items, strict_cfg, tmp_path / "s", show_progress=False)
     asked = strict["calls_needed"]  # each item asked, then asked again for the missing phrases
     assert asked > 0 and strict["retries"] == asked and len(srv2.requests) == 2 * asked
+
+
+def test_serving_uses_the_training_vectors_and_encodes_new_phrases_alike(tmp_path: Path) -> None:
+    import torch
+    from demo_support import tiny_run_dir
+
+    from data.text_embedding import encode_texts
+    from model import Recommender
+
+    features = Recommender.load(tiny_run_dir(tmp_path)).features
+    known = next(iter(features.index))
+    assert torch.equal(features.vectors([known])[0], features.matrix[features.index[known]])
+    new = "unheard-of interest phrase"
+    assert new not in features.index
+    expected = encode_texts([new], model=features.text_model)[0]
+    assert np.allclose(features.vectors([known, new])[1].numpy(), expected, atol=1e-6)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from config import ConfigError, load_config
+from data.batches import Batch
 from model.beam import beam_search
 from model.checkpoint import CheckpointError, load_state_strict
 from model.fusion import FUSIONS, CrossAttentionLayer, InterestFusion, register
@@ -57,12 +58,7 @@ def interest_inputs(b: int, seed: int) -> dict[str, torch.Tensor]:
 
 
 def first_logits(model: GenerativeRecommender, batch: dict) -> torch.Tensor:
-    memory, mask, _ = model.encode(
-        batch["history_codes"],
-        batch["history_mask"],
-        batch.get("interests"),
-        batch.get("interest_mask"),
-    )
+    memory, mask, _ = model.encode(Batch(**batch))
     start = torch.zeros(memory.shape[0], 1, dtype=torch.long)
     return model.level_logits(model.decode(start, memory, mask)[:, -1], 0)
 
@@ -108,7 +104,7 @@ def test_interests_can_change_the_beam_output() -> None:
     batch = history_batch(codes, b=1)
     outputs = set()
     for seed in range(8):
-        memory, mask, _ = model.encode(**{**batch, **interest_inputs(1, seed)})
+        memory, mask, _ = model.encode(Batch(**batch, **interest_inputs(1, seed)))
         items, _ = beam_search(model, trie, memory, mask, num_beams=10, topk=5)
         outputs.add(tuple(items[0].tolist()))
     assert len(outputs) > 1
@@ -137,7 +133,7 @@ def exhaustive_scores(
     model: GenerativeRecommender, batch: dict, codes: torch.Tensor
 ) -> torch.Tensor:
     """Teacher-forced log-probability of every item: the exact ranking beam search approximates."""
-    memory, mask, _ = model.encode(**batch)
+    memory, mask, _ = model.encode(Batch(**batch))
     b, n = memory.shape[0], len(codes)
     tokens = model.tokens(codes)
     dec_in = torch.cat([torch.zeros(n, 1, dtype=torch.long), tokens[:, :-1]], 1)
@@ -161,7 +157,7 @@ def test_beam_search_with_cache_is_exact_when_beams_cover_all_items(fusion: bool
         batch.update(interest_inputs(3, seed=3))
     trie = PrefixTrie(codes, CODE_SIZE)
     with torch.no_grad():
-        memory, mask, _ = model.encode(**batch)
+        memory, mask, _ = model.encode(Batch(**batch))
         items, scores = beam_search(model, trie, memory, mask, num_beams=30, topk=10)
         exact = exhaustive_scores(model, batch, codes)
     best = exact.topk(10, -1)
@@ -175,7 +171,7 @@ def test_beam_results_are_real_distinct_items() -> None:
     trie = PrefixTrie(codes, CODE_SIZE)
     batch = history_batch(codes, b=6)
     with torch.no_grad():
-        memory, mask, _ = model.encode(**batch)
+        memory, mask, _ = model.encode(Batch(**batch))
         items, scores = beam_search(model, trie, memory, mask, num_beams=20, topk=10)
     assert items.shape == (6, 10)
     assert ((items >= 0) & (items < 100)).all()
@@ -189,7 +185,7 @@ def test_fewer_items_than_k_are_marked_missing() -> None:
     model = make_model(False)
     trie = PrefixTrie(codes, CODE_SIZE)
     with torch.no_grad():
-        memory, mask, _ = model.encode(**history_batch(codes, b=2))
+        memory, mask, _ = model.encode(Batch(**history_batch(codes, b=2)))
         items, _ = beam_search(model, trie, memory, mask, num_beams=20, topk=10)
     assert sorted(items[0, :4].tolist()) == [0, 1, 2, 3]
     assert (items[:, 4:] == -1).all()

@@ -121,10 +121,11 @@ def read_item_table(folder: Path, name: str) -> dict[str, list[str]]:
         raise InterestError(f"{path}: not an item-interest table ({err})") from None
 
 
-def interest_settings(icfg, text_model: str) -> dict:
-    """What a dataset's interests were made with; training copies it into the run folder
-    (``interests.json``), and the demo and ``Recommender`` serve with the same settings."""
-    return {k: icfg[k] for k in SETTINGS_KEYS} | {"text_model": text_model}
+def interest_settings(icfg, text_model: str, model: str) -> dict:
+    """What a dataset's interests were made with (``model``: the LLM that answered, as the
+    summary names it); training copies it into the run folder (``interests.json``), and the demo
+    and ``Recommender`` serve with the same settings."""
+    return {k: icfg[k] for k in SETTINGS_KEYS} | {"model": model, "text_model": text_model}
 
 
 def read_settings(path: Path) -> dict | None:
