@@ -97,7 +97,7 @@ def train_phase(cfg, mode: str, steps: int) -> dict:
             loss = recommender_objective(
                 out,
                 item,
-                tokenizer.quantizer.code_logits,
+                tokenizer.code_logits,
                 batch.target_codes,
                 batch.target_ids,
                 cfg,

@@ -98,6 +98,13 @@ def problems(cfg: dict) -> list[str]:
 
         if fusion not in FUSIONS:
             out.append(f"--fusion_type: unknown value '{fusion}' (choose {' | '.join(FUSIONS)})")
+    found, kind = _lookup(cfg, "item_tokenizer")
+    if found:
+        from model.item_tokenizer import known_tokenizers  # the registry is the one list
+
+        if kind not in known_tokenizers():
+            names = " | ".join(known_tokenizers())
+            out.append(f"--item_tokenizer: unknown value '{kind}' (choose {names})")
     found, icfg = _lookup(cfg, "interests")
     llm = found and icfg.get("backend") in ("local", "dashscope")
     if llm and icfg.get("recipe") == "items" and icfg.get("stride", 1) != 1:

@@ -22,18 +22,11 @@ from model.checkpoint import BEST, load_best, read_config
 from model.evaluation import recommend_batch
 from model.generator import GenerativeRecommender
 from model.item_codes import PrefixTrie
-from model.rqvae import RQVAE
+from model.item_tokenizer import ItemTokenizer, build_tokenizer
 
 
-def build_models(cfg: Config, semantic_dim: int) -> tuple[RQVAE, GenerativeRecommender]:
-    tokenizer = RQVAE(
-        semantic_dim,
-        list(cfg.encoder_hidden),
-        cfg.e_dim,
-        cfg.code_levels,
-        cfg.code_size,
-        cfg.vq_beta,
-    )
+def build_models(cfg: Config, semantic_dim: int) -> tuple[ItemTokenizer, GenerativeRecommender]:
+    tokenizer = build_tokenizer(cfg, semantic_dim)
     model = GenerativeRecommender(cfg, cfg.code_levels + 1, cfg.code_size, semantic_dim)
     return tokenizer, model
 

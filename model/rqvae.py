@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.item_tokenizer import ItemTokenizer, register_tokenizer
+
 
 def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
     """Linear layers with ReLU between them (none after the last)."""
@@ -103,7 +105,10 @@ class ResidualQuantizer(nn.Module):
             residual = residual - codebook[squared_distances(residual, codebook).argmin(-1)]
 
 
-class RQVAE(nn.Module):
+@register_tokenizer("rqvae")
+class RQVAE(ItemTokenizer):
+    """ETEGRec's tokenizer: an MLP encoder, residual quantization, an MLP decoder."""
+
     def __init__(
         self,
         in_dim: int,
@@ -136,6 +141,26 @@ class RQVAE(nn.Module):
         if seq_latent is not None:
             out["seq_logits"] = self.quantizer.code_logits(seq_latent)
         return out
+
+    @classmethod
+    def from_config(cls, cfg, in_dim: int) -> RQVAE:
+        return cls(
+            in_dim,
+            list(cfg.encoder_hidden),
+            cfg.e_dim,
+            cfg.code_levels,
+            cfg.code_size,
+            cfg.vq_beta,
+        )
+
+    @torch.no_grad()
+    def initialise(self, items: torch.Tensor, cfg, generator: torch.Generator) -> None:
+        """k-means codebooks on the encoded items (``kmeans_init``), level by level."""
+        if cfg.kmeans_init:
+            self.quantizer.kmeans_init(self.encoder(items), cfg.kmeans_iters, generator)
+
+    def code_logits(self, latent: torch.Tensor) -> list[torch.Tensor]:
+        return self.quantizer.code_logits(latent)
 
     @torch.no_grad()
     def code_distances(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

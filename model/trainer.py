@@ -361,7 +361,8 @@ class Trainer:
         return report
 
     def pretrain_tokenizer(self) -> None:
-        """Pretrain the RQ-VAE on the items' semantic embeddings (reconstruction + commitment),
+        """Pretrain the tokenizer on the items' semantic embeddings (its own loss: RQ-VAE's
+        reconstruction + commitment),
         saving ``last.pt`` after every epoch with the optimiser and the shuffling generator, so
         a resumed run takes the very batches an uninterrupted one would."""
         cfg = self.cfg
@@ -371,11 +372,8 @@ class Trainer:
         if self.pretrain_saved is not None:  # resumed inside pretraining
             opt.load_state_dict(self.pretrain_saved["opt"])
             gen.set_state(self.pretrain_saved["gen"])
-        elif cfg.kmeans_init:
-            with torch.no_grad():
-                self.tokenizer.quantizer.kmeans_init(
-                    self.tokenizer.encoder(x), cfg.kmeans_iters, gen
-                )
+        else:
+            self.tokenizer.initialise(x, cfg, gen)
         self.pretrain = (opt, gen)
         first = self.state["epoch"]
         bar = tqdm(
@@ -547,7 +545,7 @@ class Trainer:
         losses = recommender_objective(
             out,
             item,
-            self.tokenizer.quantizer.code_logits,
+            self.tokenizer.code_logits,
             batch.target_codes,
             batch.target_ids,
             self.cfg,

@@ -13,6 +13,8 @@ from model.checkpoint import CheckpointError, load_state_strict
 from model.fusion import FUSIONS, CrossAttentionLayer, InterestFusion, register
 from model.generator import GenerativeRecommender
 from model.item_codes import PrefixTrie, assign_unique_codes
+from model.item_tokenizer import TOKENIZERS, register_tokenizer
+from model.recommender import build_models
 from model.rqvae import RQVAE
 
 CODE_SIZE = 8
@@ -93,6 +95,27 @@ def test_a_new_fusion_is_one_registered_class() -> None:
         del FUSIONS["test-gated-once"]
     with pytest.raises(ConfigError, match="--fusion_type: unknown value 'test-gated-once'"):
         tiny_cfg(fusion_type="test-gated-once")
+
+
+def test_a_new_item_tokenizer_is_one_registered_class() -> None:
+    """The trainer builds whatever the registry names; a subclass needs no trainer change."""
+
+    @register_tokenizer("test-rqvae-two-levels")
+    class TwoLevels(RQVAE):
+        @classmethod
+        def from_config(cls, cfg, in_dim: int) -> TwoLevels:
+            return cls(in_dim, [32], 8, 2, cfg.code_size, cfg.vq_beta)
+
+    try:
+        cfg = tiny_cfg(item_tokenizer="test-rqvae-two-levels")
+        tokenizer, _ = build_models(cfg, 16)
+        assert isinstance(tokenizer, TwoLevels) and len(tokenizer.quantizer.codebooks) == 2
+        codes, dist = tokenizer.code_distances(torch.randn(5, 16))
+        assert codes.shape == (5, 2) and dist.shape == (5, CODE_SIZE)
+    finally:
+        del TOKENIZERS["test-rqvae-two-levels"]
+    with pytest.raises(ConfigError, match="--item_tokenizer: unknown value"):
+        tiny_cfg(item_tokenizer="test-rqvae-two-levels")
 
 
 def test_interests_can_change_the_beam_output() -> None:
