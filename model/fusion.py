@@ -22,18 +22,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from model.registry import registrar
+
 COMBINE_MODES = ("last", "weighted", "concat")
 FUSIONS: dict[str, type[InterestFusion]] = {}
-
-
-def register(name: str):
-    """Class decorator: make a fusion variant selectable as ``fusion_type=name``."""
-
-    def add(cls: type[InterestFusion]) -> type[InterestFusion]:
-        FUSIONS[name] = cls
-        return cls
-
-    return add
+register = registrar(FUSIONS)  # @register("name"): selectable as fusion_type=name
 
 
 class CrossAttentionLayer(nn.Module):

@@ -10,17 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from model.registry import registrar
+
 TOKENIZERS: dict[str, type[ItemTokenizer]] = {}
-
-
-def register_tokenizer(name: str):
-    """Class decorator: make a tokenizer selectable as ``item_tokenizer=name``."""
-
-    def add(cls: type[ItemTokenizer]) -> type[ItemTokenizer]:
-        TOKENIZERS[name] = cls
-        return cls
-
-    return add
+register_tokenizer = registrar(TOKENIZERS)  # @register_tokenizer("name"): item_tokenizer=name
 
 
 class ItemTokenizer(nn.Module):

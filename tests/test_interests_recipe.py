@@ -19,6 +19,7 @@ from data.interests.recipe import (
     canonical,
     compose,
     interest_settings,
+    item_config,
     merge_map,
     read_item_table,
     read_settings,
@@ -124,23 +125,34 @@ def test_a_stride_is_refused_with_the_items_recipe(data, tmp_path: Path) -> None
         annotate_rows(data[0][:3], data[1], icfg(stride=2), tmp_path, show_progress=False)
 
 
+def with_table(row: dict, items: dict, tmp_path: Path, name: str) -> tuple[list[str], Path]:
+    """One row annotated by the items recipe, its item table written to ``tmp_path/name``."""
+    folder = tmp_path / name
+    folder.mkdir()
+    found, _ = annotate_rows(
+        [row], items, icfg(), tmp_path, show_progress=False, table_folder=(folder, name)
+    )
+    return found[0], folder
+
+
+def as_served(items: dict, tokens: list[str]) -> list[dict]:
+    """Item dicts as the demo hands them to an extractor: metadata plus ``item_id``."""
+    return [{**items[t], "item_id": t} for t in tokens]
+
+
 def test_the_demo_composes_like_training_and_asks_new_items_once(
     dashscope_server, data, tmp_path: Path
 ) -> None:
     rows, items = data
     srv = dashscope_server()
-    folder = tmp_path / "data"
-    folder.mkdir()
     row = rows[5]
-    found, _ = annotate_rows(
-        [row], items, icfg(), tmp_path, show_progress=False, table_folder=(folder, "sci")
-    )
+    found, folder = with_table(row, items, tmp_path, "sci")
     asked = len(srv.requests)
-    item_ext = make_extractor(icfg(num_interests=3), tmp_path / "demo-cache")
+    item_ext = make_extractor(item_config(icfg()), tmp_path / "demo-cache")
     recipe = ItemRecipe(read_item_table(folder, "sci"), item_ext, 5, 20)
-    history = [{**items[t], "item_id": t} for t in row["inter_history"]]
+    history = as_served(items, row["inter_history"])
     new = next(t for t in items if t not in row["inter_history"])
-    newest = [*history, {**items[new], "item_id": new}]
+    newest = as_served(items, [*row["inter_history"], new])
 
     async def serve() -> tuple[list[str], int, list[str], list[str]]:
         try:
@@ -151,7 +163,7 @@ def test_the_demo_composes_like_training_and_asks_new_items_once(
             await recipe.aclose()
 
     known, calls, first, second = asyncio.run(serve())
-    assert known == found[0] and calls == asked  # every item came from the table
+    assert known == found and calls == asked  # every item came from the table
     assert first == second and len(srv.requests) == asked + 1  # the new item asked once
     recent = tagged(srv.prompts()[-1])[:3]
     assert first[: len(recent)] == recent  # the newest item's phrases lead
@@ -164,12 +176,8 @@ def test_the_demo_serves_with_the_settings_the_run_recorded(
 
     rows, items = data
     srv = dashscope_server()
-    folder = tmp_path / "scientific18"
-    folder.mkdir()
     row = rows[7]
-    found, _ = annotate_rows(
-        [row], items, icfg(), tmp_path, show_progress=False, table_folder=(folder, "scientific18")
-    )
+    found, folder = with_table(row, items, tmp_path, "scientific18")
     trained = interest_settings(icfg(), "all-MiniLM-L6-v2", "qwen-plus")
     assert serving_backend("auto", trained) == "dashscope"
     assert serving_backend("auto", None) == choose_backend("auto")  # runs without a record
@@ -179,7 +187,7 @@ def test_the_demo_serves_with_the_settings_the_run_recorded(
     asked = len(srv.requests)
     extractor = make_demo_extractor("dashscope", "scientific18", trained, folder)
     assert isinstance(extractor, ItemRecipe)
-    history = [{**items[t], "item_id": t} for t in row["inter_history"]]
+    history = as_served(items, row["inter_history"])
 
     async def serve() -> list[str]:
         try:
@@ -187,7 +195,7 @@ def test_the_demo_serves_with_the_settings_the_run_recorded(
         finally:
             await extractor.aclose()
 
-    assert asyncio.run(serve()) == found[0] and len(srv.requests) == asked
+    assert asyncio.run(serve()) == found and len(srv.requests) == asked
     legacy = make_demo_extractor("dashscope", "scientific18")  # a run older than the record
     assert not isinstance(legacy, ItemRecipe)
     asyncio.run(legacy.aclose())
