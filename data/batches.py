@@ -111,12 +111,8 @@ class Batch:
     interest_mask: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(
-            **{
-                f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
-                for f in fields(self)
-            }
-        )
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Batch(**{k: None if v is None else v.to(device) for k, v in moved.items()})
 
 
 def make_batch(

@@ -19,6 +19,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -311,6 +312,16 @@ class Trainer:
         self.acc.wait_for_everyone()  # others may load best/ next
 
     # ---------------------------------------------------------------- stages
+    @property
+    def stages(self) -> dict[str, Callable[[], dict]]:
+        """Each stage's method, in STAGES order."""
+        return {
+            "tokenizer": self.stage_tokenizer,
+            "joint": self.stage_joint,
+            "finetune": self.stage_finetune,
+            "test": self.stage_test,
+        }
+
     def run(self, stop_after: str = "test") -> dict:
         if (self.run_dir / "last.pt").exists():
             self.load_last()
@@ -331,7 +342,7 @@ class Trainer:
         for stage in STAGES[STAGES.index(self.state["stage"]) :]:
             if self.budget_spent and stage != "test":
                 continue
-            result = getattr(self, f"stage_{stage}")()
+            result = self.stages[stage]()
             if self.budget_spent and stage != "test":
                 continue  # last.pt holds where this stage stopped
             nxt = STAGES.index(stage) + 1
