@@ -22,23 +22,21 @@ NEW_PHRASE_CACHE = 50_000  # vectors of phrases outside the table kept for repea
 
 class InterestFeatures:
     def __init__(self, phrases: list[str], matrix: np.ndarray, text_model: str) -> None:
-        if len(phrases) != len(matrix):
-            raise DataError(f"{len(matrix)} interest vectors for {len(phrases)} phrases")
         self.index = {p: i for i, p in enumerate(phrases)}
         self.matrix = torch.from_numpy(np.asarray(matrix, dtype=np.float32))
         self.text_model = text_model
         self._new: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def load(cls, folder: Path, name: str, text_model: str | None = None) -> InterestFeatures:
-        """The table data_process wrote into ``folder``; its text model is the one the data's
-        ``interests_summary.json`` records (older data: all-MiniLM-L6-v2) unless given."""
-        if text_model is None:
-            from data.interests.recipe import INTERESTS_SUMMARY, read_settings
-            from data.text_embedding import DEFAULT_MODEL
+    def load(cls, folder: Path, name: str, settings: Path | None = None) -> InterestFeatures:
+        """The table data_process wrote into ``folder``, with the text model that ``settings``
+        records (a run's ``interests.json``; by default the data's ``interests_summary.json``;
+        data and runs older than that record: all-MiniLM-L6-v2)."""
+        from data.interests.recipe import INTERESTS_SUMMARY, read_settings
+        from data.text_embedding import DEFAULT_MODEL
 
-            settings = read_settings(folder / INTERESTS_SUMMARY) or {}
-            text_model = settings.get("text_model", DEFAULT_MODEL)
+        recorded = read_settings(settings or folder / INTERESTS_SUMMARY) or {}
+        text_model = recorded.get("text_model", DEFAULT_MODEL)
         phrases_path = folder / f"{name}.interest_phrases.json"
         emb_path = folder / f"{name}.interest_emb.npy"
         for p in (phrases_path, emb_path):

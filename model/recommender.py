@@ -14,10 +14,9 @@ import torch
 from config import Config
 from data.batches import Batch, load_semantic_embeddings
 from data.interest_features import InterestFeatures
-from data.interests.recipe import SETTINGS_FILE, read_settings
+from data.interests.recipe import SETTINGS_FILE
 from data.paths import dataset_dir
 from data.splits import PAD, load_emb_map
-from data.text_embedding import DEFAULT_MODEL
 from model.checkpoint import BEST, load_best, read_config
 from model.evaluation import recommend_batch
 from model.generator import GenerativeRecommender
@@ -62,11 +61,11 @@ class Recommender:
         semantic = load_semantic_embeddings(folder, cfg.dataset, cfg.semantic_emb, len(emb_map) - 1)
         tokenizer, model = build_models(cfg, semantic.shape[1])
         item_codes = load_best(run_dir / BEST, model, tokenizer)
-        features = None
-        if cfg.interest_fusion:
-            settings = read_settings(run_dir / SETTINGS_FILE) or {}  # older runs: DEFAULT_MODEL
-            text_model = settings.get("text_model", DEFAULT_MODEL)
-            features = InterestFeatures.load(folder, cfg.dataset, text_model)
+        features = (
+            InterestFeatures.load(folder, cfg.dataset, run_dir / SETTINGS_FILE)
+            if cfg.interest_fusion
+            else None
+        )
         return cls(run_dir, cfg, model, item_codes, emb_map, features)
 
     @property

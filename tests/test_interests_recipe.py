@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import numpy as np
@@ -113,8 +112,7 @@ def test_one_prompt_per_item_and_fresh_leak_free_rows(
     assert found[0] != found[1]  # the next purchase changes the interests: no stride staleness
     table = read_item_table(folder, "sci")
     assert set(table) == needed
-    info = json.loads((folder / "sci.item_interests.json").read_text())["recipe"]
-    assert info["backend"] == "dashscope" and info["merged_by"] == "identical strings"
+    assert summary["backend"] == "dashscope" and summary["merged_by"] == "identical strings"
     again, summary2 = annotate_rows(rows, items, icfg(), tmp_path, show_progress=False)
     assert again == found and len(srv.requests) == len(needed)  # resumed from the cache
     assert summary2["cached"] == len(needed) and summary2["calls_needed"] == 0

@@ -31,7 +31,6 @@ INTERESTS_SUMMARY = "interests_summary.json"  # in a dataset folder: the run's c
 SETTINGS_KEYS = (
     "backend",
     "recipe",
-    "model",
     "num_interests",
     "max_items",
     "max_prompt_tokens",
@@ -101,11 +100,11 @@ def item_table_path(folder: Path, name: str) -> Path:
     return folder / f"{name}.item_interests.json"
 
 
-def write_item_table(folder: Path, name: str, table: Mapping[str, list[str]], info: dict) -> Path:
-    """``<name>.item_interests.json``: the recipe's settings and every item's merged phrases,
-    which the demo composes from without asking the LLM again."""
+def write_item_table(folder: Path, name: str, table: Mapping[str, list[str]]) -> Path:
+    """``<name>.item_interests.json``: every item's merged phrases, which the demo composes from
+    without asking the LLM again (how they were made: ``interests_summary.json``)."""
     path = item_table_path(folder, name)
-    path.write_text(json.dumps({"recipe": info, "items": table}, ensure_ascii=False, indent=0))
+    path.write_text(json.dumps({"items": table}, ensure_ascii=False, indent=0))
     return path
 
 

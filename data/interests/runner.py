@@ -252,9 +252,7 @@ def annotate_rows(
         )
         label = f"items:{summary['model']}"
         if table_folder is not None:
-            info = {k: icfg[k] for k in ("backend", "item_interests", "merge_threshold")}
-            info.update(model=summary["model"], merged_by=summary["merged_by"])
-            write_item_table(*table_folder, table, info)
+            write_item_table(*table_folder, table)
     else:
         if table_folder is not None:  # a table of an earlier items run is not this data's
             item_table_path(*table_folder).unlink(missing_ok=True)
