@@ -70,12 +70,19 @@ def main(argv: list[str]) -> None:
         max_items=cfg.eval_max_items,
         max_users=cfg.max_eval_users,
         desc=cfg.split,
+        skip_history=bool(cfg.skip_history),
     )
     metrics["seconds"] = round(time.perf_counter() - start, 2)
-    metrics.update(num_beams=cfg.num_beams, max_eval_users=cfg.max_eval_users, data=str(folder))
-    out = run_dir / f"eval_{cfg.split}_metrics.json"
+    metrics.update(
+        num_beams=cfg.num_beams,
+        max_eval_users=cfg.max_eval_users,
+        skip_history=bool(cfg.skip_history),
+        data=str(folder),
+    )
+    label = cfg.split + ("_skip_history" if cfg.skip_history else "")
+    out = run_dir / f"eval_{label}_metrics.json"
     out.write_text(json.dumps(metrics, indent=1))
-    print(format_table(metrics, cfg.split))
+    print(format_table(metrics, label))
     print(f"{metrics['users']} users in {metrics['seconds']}s; written to {out}")
 
 

@@ -99,12 +99,14 @@ def sequential_batches(
 @dataclass
 class Batch:
     """What the model reads for a batch of rows. ``history_codes [B, H, depth]`` are the items'
-    codes under the current tokenizer (``history_mask [B, H]``: True = an item); targets are
+    codes under the current tokenizer (``history_mask [B, H]``: True = an item; ``history_ids``
+    their emb_map ids, 0 = padding, for leaving purchased items out of a ranking); targets are
     absent when serving; ``interests [B, M, interest_dim]`` with ``interest_mask [B, M]`` only
     when the model fuses interests."""
 
     history_codes: torch.Tensor
     history_mask: torch.Tensor
+    history_ids: torch.Tensor | None = None
     target_ids: torch.Tensor | None = None
     target_codes: torch.Tensor | None = None
     interests: torch.Tensor | None = None
@@ -128,6 +130,7 @@ def make_batch(
     batch = Batch(
         history_codes=item_codes[history],
         history_mask=history > 0,
+        history_ids=history,
         target_ids=target,
         target_codes=item_codes[target],
     )

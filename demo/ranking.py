@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,11 @@ class RecommenderLike(Protocol):
     item_tokens: list[str]
 
     def recommend(
-        self, history: list[str], interests: list[str] | None = None, k: int = 10
+        self,
+        history: list[str],
+        interests: list[str] | None = None,
+        k: int = 10,
+        exclude: Iterable[str] = (),
     ) -> list[tuple[str, float]]: ...
 
 
@@ -56,36 +61,15 @@ class Ranker:
     def uses_interests(self) -> bool:
         return bool(self.recommender.uses_interests)
 
-    def _beams(self) -> int:
-        config = getattr(self.recommender, "config", None)
-        return int(getattr(config, "num_beams", 0) or 0)
-
-    def _model_items(
-        self, recent: list[str], used: list[str], k: int, exclude: set[str]
-    ) -> list[tuple[str, float]]:
-        """The model's top ``k`` without ``exclude``, in the model's order.
-
-        The first call asks for as many items as the beam search keeps anyway (same cost as
-        asking for ``k``); only when purchases crowd the top does a second, wider call run.
-        """
-        asks = [max(k, self._beams())] if exclude else [k]
-        if exclude:
-            asks.append(min(k + len(exclude), len(self.catalogue)))
-        kept: list[tuple[str, float]] = []
-        for ask in asks:
-            items = self.recommender.recommend(recent, used or None, k=ask)
-            kept = [(str(t), float(s)) for t, s in items if str(t) not in exclude]
-            if len(kept) >= k or len(items) < ask:
-                break
-        return kept[:k]
-
     def _rank(self, history: list[str], interests: list[str], k: int, exclude: bool) -> Ranking:
         if not history:
             popular = [(t, float(c)) for t, c in self.catalogue.popular[:k]]
             return Ranking(popular, "popular", [], [], exclude)
         recent = history[-self.recommender.max_history :]
         used = list(interests) if self.uses_interests and interests else []
-        items = self._model_items(recent, used, k, set(history) if exclude else set())
+        items = self.recommender.recommend(
+            recent, used or None, k=k, exclude=history if exclude else ()
+        )
         return Ranking(items, "model", recent, used, exclude)
 
     async def rank(

@@ -17,7 +17,7 @@ import torch
 import yaml
 from torch import nn
 
-from config import RENAMED
+from config import ADDED, RENAMED
 
 BEST = "best"
 
@@ -77,6 +77,8 @@ def read_config(run_dir: Path) -> dict:
     for old, new in RENAMED.items():  # a run saved before a key was renamed stays loadable
         if old in cfg:
             cfg[new] = cfg.pop(old)
+    for key, value in ADDED.items():  # and one saved before a key existed
+        cfg.setdefault(key, value)
     return cfg
 
 

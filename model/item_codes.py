@@ -123,6 +123,7 @@ class PrefixTrie:
     def __init__(self, codes: torch.Tensor, code_size: int):
         codes = codes.long().cpu()
         n, depth = codes.shape
+        self.num_items = n
         self.child: list[torch.Tensor] = []
         prefix_id = torch.zeros(n, dtype=torch.long)
         n_prefix = 1

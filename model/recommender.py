@@ -7,6 +7,7 @@ rec.recommend(history=["item", ...], interests=["phrase", ...] or None, k=10)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -101,18 +102,23 @@ class Recommender:
         interests: list[str] | None = None,
         k: int = 10,
         num_beams: int | None = None,
+        exclude: Iterable[str] = (),
     ) -> list[tuple[str, float]]:
-        unknown = [t for t in history if t not in self.emb_map or t == PAD]
+        """The top ``k`` items after ``history`` (its last ``max_history`` items are read),
+        best first, leaving out the items in ``exclude`` (e.g. everything already bought)."""
+        unknown = [t for t in [*history, *exclude] if t not in self.emb_map or t == PAD]
         if unknown:
-            raise KeyError(f"unknown item ids in history: {unknown[:5]}")
+            raise KeyError(f"unknown item ids: {unknown[:5]}")
         ids = torch.tensor(
             [[self.emb_map[t] for t in history[-self.max_history :]]], dtype=torch.long
         )
         if ids.shape[1] == 0:
             ids = torch.zeros(1, 1, dtype=torch.long)
         batch = Batch(self.item_codes[ids], ids > 0, **self._interest_inputs(interests))
+        skip = sorted({self.emb_map[t] for t in exclude})
+        batch.history_ids = torch.tensor([skip or [0]], dtype=torch.long)
         beams = max(num_beams or self.config.num_beams, k)
-        items, scores = recommend_batch(self.model, self.trie, batch, beams, k)
+        items, scores = recommend_batch(self.model, self.trie, batch, beams, k, skip_history=True)
         return [
             (self.id_to_token[int(i)], float(s))
             for i, s in zip(items[0], scores[0], strict=True)

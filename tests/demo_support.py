@@ -49,20 +49,11 @@ def load_tiny(root: Path) -> tuple[Any, dict[str, dict]]:
 def model_ranking(
     rec: Any, history: list[str], interests: list[str] | None, k: int, exclude: bool = True
 ) -> list[tuple[str, float]]:
-    """What the demo should show: the model's own top ``k``; with ``exclude``, the purchased
-    items left out (the model is asked for as many items as its beam search keeps anyway, then
-    for more only if purchases crowd the top)."""
+    """What the demo should show: the model's own top ``k``; with ``exclude``, the best items
+    outside the history (purchases are left out inside the beam search)."""
     recent = history[-rec.max_history :]
     used = (interests or None) if rec.uses_interests else None
-    if not exclude or not history:
-        return rec.recommend(recent, used, k=k)
-    bought = set(history)
-    for ask in (max(k, rec.config.num_beams), min(k + len(bought), len(rec.item_tokens))):
-        ranked = rec.recommend(recent, used, k=ask)
-        kept = [(t, s) for t, s in ranked if t not in bought]
-        if len(kept) >= k or len(ranked) < ask:
-            break
-    return kept[:k]
+    return rec.recommend(recent, used, k=k, exclude=history if exclude else ())
 
 
 def keywords_extractor() -> Any:

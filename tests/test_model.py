@@ -188,6 +188,26 @@ def test_beam_search_with_cache_is_exact_when_beams_cover_all_items(fusion: bool
     assert torch.allclose(scores, best.values, atol=1e-4)
 
 
+def test_excluded_items_are_left_out_and_the_rest_keep_their_exact_order() -> None:
+    codes = random_codes(30)
+    model = make_model(False)
+    batch = history_batch(codes)
+    b = batch["history_codes"].shape[0]
+    exact = exhaustive_scores(model, batch, codes)
+    exclude = exact.topk(3, -1).indices  # each user's own three best items
+    exclude[0, 2] = -1  # a padded slot excludes nothing
+    with torch.no_grad():
+        memory, mask, _ = model.encode(Batch(**batch))
+        items, scores = beam_search(
+            model, PrefixTrie(codes, CODE_SIZE), memory, mask, 30, 10, exclude=exclude
+        )
+    for u in range(b):
+        left_out = [i for i in exclude[u].tolist() if i >= 0]
+        kept = [i for i in exact[u].argsort(descending=True).tolist() if i not in left_out]
+        assert items[u].tolist() == kept[:10]
+    assert items[0, 0] == exact[0].topk(3).indices[2]  # the un-excluded third best comes first
+
+
 def test_beam_results_are_real_distinct_items() -> None:
     codes = random_codes(100)
     model = make_model(False)
