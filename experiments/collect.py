@@ -29,6 +29,10 @@ NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
 
 
 SMALL_FILES = ("config.yaml", "metrics.jsonl", "test_metrics.json")
+# evaluate.py --skip_history=true: the test ranking with each user's history left out (SASRec's
+# metrics file holds the same as test_skip_history); a run without it has no such column
+SKIP_FILE = "eval_test_skip_history_metrics.json"
+SKIP_METRICS = {"skip_recall@10": "recall@10", "skip_ndcg@10": "ndcg@10"}
 
 
 def training_seconds(run_dir: Path) -> float:
@@ -58,7 +62,7 @@ def copy_small_files(runs: Path, dest: Path) -> None:
     for path, _, _ in finished(runs):
         if path.is_dir():
             (dest / path.name).mkdir(parents=True, exist_ok=True)
-            for name in SMALL_FILES:
+            for name in SMALL_FILES + (SKIP_FILE,) * (path / SKIP_FILE).exists():
                 shutil.copy(path / name, dest / path.name / name)
         else:
             dest.mkdir(parents=True, exist_ok=True)
@@ -73,11 +77,15 @@ def load_runs(runs: Path) -> dict[str, dict[int, dict]]:
             row = {k: test[k] for k in METRICS}
             row["best_valid_ndcg@10"] = test["best_valid_ndcg@10"]
             row["train_minutes"] = training_seconds(path) / 60
+            skipped = path / SKIP_FILE
+            skip = json.loads(skipped.read_text()) if skipped.exists() else {}
         else:  # a baseline's metrics file (SASRec)
             data = json.loads(path.read_text())
             row = {k: data["test"][k] for k in METRICS if k in data["test"]}
             row["best_valid_ndcg@10"] = data["valid"].get("ndcg@10")
             row["train_minutes"] = data.get("seconds", 0.0) / 60
+            skip = data.get("test_skip_history", {})
+        row.update({k: skip[m] for k, m in SKIP_METRICS.items() if m in skip})
         table.setdefault(variant, {})[seed] = row
     return table
 
@@ -92,8 +100,8 @@ def summarise(table: dict[str, dict[int, dict]], baseline: str) -> dict:
     for variant, seeds in table.items():
         keys = [
             k
-            for k in (*METRICS, "best_valid_ndcg@10", "train_minutes")
-            if k in next(iter(seeds.values()))
+            for k in (*METRICS, *SKIP_METRICS, "best_valid_ndcg@10", "train_minutes")
+            if all(k in row for row in seeds.values())  # a mean over some seeds misleads
         ]
         summary = {"seeds": sorted(seeds), "per_seed": seeds}
         for k in keys:
@@ -120,7 +128,8 @@ def summarise(table: dict[str, dict[int, dict]], baseline: str) -> dict:
 
 
 def markdown(summary: dict, baseline: str) -> str:
-    cols = [*METRICS, "best_valid_ndcg@10", "train_minutes"]
+    skip = [k for k in SKIP_METRICS if any(k in s for s in summary.values())]
+    cols = [*METRICS, *skip, "best_valid_ndcg@10", "train_minutes"]
     head = "| variant | seeds | " + " | ".join(cols) + f" | NDCG@10 vs {baseline} |"
     lines = [head, "|" + "---|" * (len(cols) + 3)]
     for variant, s in summary.items():

@@ -32,9 +32,14 @@ def test_table_numbers_and_copied_files(tmp_path: Path) -> None:
         fake_run(runs, f"etegrec-s{seed}", b, 54.0)
         fake_run(runs, f"kw-simple-s{seed}", n, 114.0)
         fake_run(runs, f"kw-stale-s{seed}", w, 114.0)
-    (runs / "sasrec-s1.json").write_text(
-        json.dumps({"test": {m: 0.06 for m in METRICS}, "valid": {"ndcg@10": 0.07}, "seconds": 60})
-    )
+    for seed in (1, 2):  # skip-history figures on only two of etegrec's three seeds
+        skip = {"recall@10": 0.05, "ndcg@10": 0.04 + seed / 1000}
+        (runs / f"kw-simple-s{seed}" / collect.SKIP_FILE).write_text(json.dumps(skip))
+    (runs / "kw-simple-s3" / collect.SKIP_FILE).write_text(json.dumps(skip))
+    (runs / "etegrec-s1" / collect.SKIP_FILE).write_text(json.dumps(skip))
+    sasrec = {"test": {m: 0.06 for m in METRICS}, "valid": {"ndcg@10": 0.07}, "seconds": 60}
+    sasrec["test_skip_history"] = {"recall@10": 0.08, "ndcg@10": 0.07}
+    (runs / "sasrec-s1.json").write_text(json.dumps(sasrec))
     collect.main([f"--runs={runs}", f"--out={tmp_path / 'out'}", "--tag=t"])
 
     summary = json.loads((tmp_path / "out" / "t.json").read_text())
@@ -51,10 +56,15 @@ def test_table_numbers_and_copied_files(tmp_path: Path) -> None:
         and "vs_baseline_ndcg@10" not in summary["sasrec"]
     )
 
+    assert kw["skip_ndcg@10"]["mean"] == pytest.approx(statistics.fmean([0.041, 0.042, 0.042]))
+    assert summary["sasrec"]["skip_ndcg@10"]["mean"] == 0.07
+    assert "skip_ndcg@10" not in summary["etegrec"]  # one seed of three: no mean of a subset
+
     copied = tmp_path / "out" / "t"
     assert sorted(p.name for p in (copied / "kw-simple-s2").iterdir()) == sorted(
-        collect.SMALL_FILES
+        (*collect.SMALL_FILES, collect.SKIP_FILE)
     )
+    assert sorted(p.name for p in (copied / "kw-stale-s2").iterdir()) == sorted(collect.SMALL_FILES)
     assert (copied / "sasrec-s1.json").exists()
     table = (tmp_path / "out" / "t.md").read_text()
     assert "| kw-simple | 3 |" in table
