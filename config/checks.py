@@ -18,6 +18,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "interests_backend": ("auto", "dashscope", "local", "keywords"),
     "embeddings.kind": ("none", "sasrec", "text"),
     "embeddings.sasrec_schedule": ("constant", "cosine"),
+    "embeddings.sasrec_loss": ("softmax", "bce"),
     "stage": ("tokenizer", "joint", "finetune", "all"),
     "fusion_combine": ("last", "weighted", "concat"),
     "split": ("train", "valid", "test"),
@@ -112,6 +113,11 @@ def problems(cfg: dict) -> list[str]:
             f"--interests.stride={icfg['stride']}: the items recipe is fresh on every row; a "
             "stride applies to --interests.recipe=history"
         )
+    found, ecfg = _lookup(cfg, "embeddings")
+    if found and ecfg.get("sasrec_loss") == "bce":
+        for key in ("sasrec_negatives", "sasrec_label_smoothing"):
+            if ecfg.get(key):
+                out.append(f"--embeddings.{key}={ecfg[key]}: applies to sasrec_loss: softmax")
     found, merge = _lookup(cfg, "interests.merge_threshold")
     if found and not 0 < merge <= 1:
         out.append(f"--interests.merge_threshold: a cosine in (0, 1], got {merge}")

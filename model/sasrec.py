@@ -112,8 +112,14 @@ class SASRec(nn.Module):
         negatives: int,
         proposal: torch.Tensor,
         label_smoothing: float = 0.0,
+        kind: str = "softmax",
     ) -> torch.Tensor:
-        """Next-item cross-entropy of ``hidden`` [N, dim] against item ids ``targets`` [N].
+        """Next-item loss of ``hidden`` [N, dim] against item ids ``targets`` [N].
+
+        ``kind`` = "bce" is the original SASRec's (Kang and McAuley, 2018): binary cross-entropy
+        of the target against one negative per position, drawn uniformly (a draw that hits the
+        target counts as a negative, rare with thousands of items). The papers' SASRec rows use
+        it; the softmax below is the stronger baseline this project compares against.
 
         ``negatives`` = 0: softmax over every item. Otherwise a sampled softmax over the target
         and ``negatives`` items drawn from ``proposal`` (probabilities of ids 1..n), shared by the
@@ -122,6 +128,11 @@ class SASRec(nn.Module):
         popular items are not over-counted; a draw that hits the target is masked out.
         ``label_smoothing`` (full softmax only) spreads that share of the target over all items.
         """
+        if kind == "bce":
+            neg = torch.randint(1, len(proposal) + 1, targets.shape, device=targets.device)
+            pos_logit = (hidden * self.item_emb(targets)).sum(-1)
+            neg_logit = (hidden * self.item_emb(neg)).sum(-1)
+            return F.softplus(-pos_logit).mean() + F.softplus(neg_logit).mean()
         if not negatives:
             return F.cross_entropy(
                 self.scores(hidden), targets - 1, label_smoothing=label_smoothing
@@ -252,7 +263,12 @@ def train_epoch(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             hidden = model(inp)[real]
             loss = model.loss(
-                hidden, tgt[real], ecfg.sasrec_negatives, proposal, ecfg.sasrec_label_smoothing
+                hidden,
+                tgt[real],
+                ecfg.sasrec_negatives,
+                proposal,
+                ecfg.sasrec_label_smoothing,
+                ecfg.sasrec_loss,
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()

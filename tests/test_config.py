@@ -241,6 +241,12 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
             "--interests.stride=2: the items recipe is fresh on every row",
         ),
         ("data_process", ["--interests.merge_threshold=1.5"], "a cosine in (0, 1]"),
+        ("data_process", ["--embeddings.sasrec_loss=bpr"], "--embeddings.sasrec_loss: unknown"),
+        (
+            "data_process",
+            ["--embeddings.sasrec_loss=bce", "--embeddings.sasrec_negatives=64"],
+            "--embeddings.sasrec_negatives=64: applies to sasrec_loss: softmax",
+        ),
         ("train", ["--fusion_type=nonsense"], "--fusion_type: unknown value 'nonsense'"),
         ("train", ["--stage=test"], "--stage: unknown value 'test'"),
         ("train", ["--device=gpu"], "--device: unknown device 'gpu'"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from config import Config
 from data import embeddings, text_embedding
@@ -202,6 +203,24 @@ def test_sampled_softmax_with_log_q_estimates_the_full_softmax() -> None:
     expected = full + (k * proposal[targets - 1]).log().mean()
     assert abs(sampled.item() - expected.item()) < 0.05
     assert abs(sampled.item() - full.item() - np.log(k / 300)) > 0.3  # skew matters
+
+
+def test_bce_loss_is_the_binary_loss_over_one_uniform_negative() -> None:
+    """The original SASRec loss: its mean over many draws is E over uniform j of
+    -log sigma(s_target) - log(1 - sigma(s_j)), computed here from the full score table."""
+    torch.manual_seed(0)
+    model = SASRec(n_items=40, dim=8, layers=1, heads=1, maxlen=5, dropout=0.0)
+    hidden, targets = 3 * torch.randn(16, 8), torch.randint(1, 41, (16,))
+    proposal = torch.rand(40)  # ignored: negatives are uniform
+    with torch.no_grad():
+        scores = model.scores(hidden)
+        pos = scores.gather(1, (targets - 1)[:, None]).squeeze(1)
+        expected = F.softplus(-pos).mean() + F.softplus(scores).mean()
+        draws = torch.stack(
+            [model.loss(hidden, targets, 0, proposal, kind="bce") for _ in range(4000)]
+        )
+    assert abs(draws.mean().item() - expected.item()) < 0.01
+    assert draws.std() > 0  # a fresh negative per call
 
 
 def test_label_smoothing_mixes_target_and_uniform_cross_entropy() -> None:
