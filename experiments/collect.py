@@ -29,8 +29,9 @@ NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
 
 
 SMALL_FILES = ("config.yaml", "metrics.jsonl", "test_metrics.json")
-# evaluate.py --skip_history=true: the test ranking with each user's history left out (SASRec's
-# metrics file holds the same as test_skip_history); a run without it has no such column
+# The test ranking with each user's history left out (SASRec's metrics file: test_skip_history):
+# in test_metrics.json since train.py reports it, for older runs from evaluate.py
+# --skip_history=true; a variant with a seed that has neither gets no such column
 SKIP_FILE = "eval_test_skip_history_metrics.json"
 SKIP_METRICS = {"skip_recall@10": "recall@10", "skip_ndcg@10": "ndcg@10"}
 
@@ -78,7 +79,9 @@ def load_runs(runs: Path) -> dict[str, dict[int, dict]]:
             row["best_valid_ndcg@10"] = test["best_valid_ndcg@10"]
             row["train_minutes"] = training_seconds(path) / 60
             skipped = path / SKIP_FILE
-            skip = json.loads(skipped.read_text()) if skipped.exists() else {}
+            skip = test.get("skip_history") or (
+                json.loads(skipped.read_text()) if skipped.exists() else {}
+            )
         else:  # a baseline's metrics file (SASRec)
             data = json.loads(path.read_text())
             row = {k: data["test"][k] for k in METRICS if k in data["test"]}

@@ -209,7 +209,7 @@ class Trainer:
         batch = make_batch(self.splits["train"], rows, self.item_codes, self.interests)
         return batch.to(self.device)
 
-    def evaluate(self, split: str, desc: str) -> dict:
+    def evaluate(self, split: str, desc: str, skip_history: bool = False) -> dict:
         return evaluate_split(
             self.model,
             self.trie,
@@ -226,6 +226,7 @@ class Trainer:
             world=self.acc.num_processes,
             gather=self.gather if self.acc.num_processes > 1 else None,
             desc=desc,
+            skip_history=skip_history,
         )
 
     @staticmethod
@@ -483,11 +484,15 @@ class Trainer:
     def stage_test(self) -> dict:
         self.set_codes(load_best(self.run_dir / BEST, self.model, self.tokenizer))
         metrics = self.evaluate("test", "test")
+        # the same ranking with each user's history left out, as SASRec's test_skip_history
+        skipped = self.evaluate("test", "test, history left out", skip_history=True)
         metrics["best_valid_ndcg@10"] = self.state["best"]
+        metrics["skip_history"] = skipped
         if self.main:
             (self.run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=1))
             plot_curves(self.run_dir)
             print(format_table(metrics, "test"))
+            print(format_table(skipped, "test_skip_history"))
         return metrics
 
     # ---------------------------------------------------------------- epochs

@@ -135,6 +135,12 @@ def test_run_folder_holds_everything(finished_run: Path) -> None:
     for k in ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10"):
         assert 0.0 <= test[k] <= 1.0
     assert test["recall@1"] <= test["recall@5"] <= test["recall@10"]
+    # No target is in its own history here, and masking the history only at the beam's last
+    # level leaves every other candidate where it was: a target can only move up.
+    skipped = test["skip_history"]
+    assert skipped["users"] == test["users"]
+    for k in ("recall@1", "recall@5", "recall@10"):
+        assert skipped[k] >= test[k], k
 
 
 def test_recommender_loads_the_run_and_uses_interests(finished_run: Path, small_data: Path) -> None:
@@ -172,6 +178,12 @@ def test_evaluate_cli_matches_training_test_metrics(
     assert from_cli["users"] == from_training["users"]
     for k in ("recall@1", "recall@10", "ndcg@10"):
         assert from_cli[k] == pytest.approx(from_training[k], abs=1e-9), k
+    proc = run_script(["evaluate.py", f"--ckpt={run_dir}", "--skip_history=true", *args])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| test_skip_history |" in proc.stdout
+    skipped = json.loads((run_dir / "eval_test_skip_history_metrics.json").read_text())
+    for k in ("recall@1", "recall@10", "ndcg@10"):
+        assert skipped[k] == pytest.approx(from_training["skip_history"][k], abs=1e-9), k
 
 
 def regenerated(small_data: Path, dest: Path, n_items_delta: int) -> Path:
