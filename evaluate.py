@@ -1,8 +1,10 @@
 """Evaluate a trained run folder on a split with constrained beam search.
 
 python evaluate.py --ckpt=RUN_DIR --split=valid|test [--num_beams=N] [--data_dir=DIR] [--device=D]
+    [--skip_history=true]
 
-Writes ``RUN_DIR/eval_<split>_metrics.json``; the run's own ``test_metrics.json`` (written by
+Writes ``RUN_DIR/eval_<split>_metrics.json`` (``eval_<split>_skip_history_metrics.json`` with
+each user's history left out of the ranking); the run's own ``test_metrics.json`` (written by
 train.py, read by experiments/collect.py) is never touched. The data must be what the run was
 trained on (its ``data.json`` fingerprint); ``--data_dir`` points at a copy elsewhere.
 """

@@ -34,6 +34,7 @@ class RecommenderLike(Protocol):
         history: list[str],
         interests: list[str] | None = None,
         k: int = 10,
+        *,
         exclude: Iterable[str] = (),
     ) -> list[tuple[str, float]]: ...
 

@@ -22,6 +22,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import yaml
+
 from config import split_argv
 
 METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
@@ -70,6 +72,20 @@ def copy_small_files(runs: Path, dest: Path) -> None:
             shutil.copy(path, dest / path.name)
 
 
+def evaluated_skip(run_dir: Path) -> dict:
+    """An older run's skip-history figures from evaluate.py, if made as its test pass was: the
+    run's beam width and the whole split (else they are not comparable, and left out)."""
+    path = run_dir / SKIP_FILE
+    if not path.exists():
+        return {}
+    skip = json.loads(path.read_text())
+    beams = yaml.safe_load((run_dir / "config.yaml").read_text()).get("num_beams")
+    if skip.get("num_beams") != beams or skip.get("max_eval_users", 0):
+        print(f"note: {path} ignored (not {beams} beams over the whole split)")
+        return {}
+    return skip
+
+
 def load_runs(runs: Path) -> dict[str, dict[int, dict]]:
     table: dict[str, dict[int, dict]] = {}
     for path, variant, seed in finished(runs):
@@ -78,10 +94,7 @@ def load_runs(runs: Path) -> dict[str, dict[int, dict]]:
             row = {k: test[k] for k in METRICS}
             row["best_valid_ndcg@10"] = test["best_valid_ndcg@10"]
             row["train_minutes"] = training_seconds(path) / 60
-            skipped = path / SKIP_FILE
-            skip = test.get("skip_history") or (
-                json.loads(skipped.read_text()) if skipped.exists() else {}
-            )
+            skip = test.get("skip_history") or evaluated_skip(path)
         else:  # a baseline's metrics file (SASRec)
             data = json.loads(path.read_text())
             row = {k: data["test"][k] for k in METRICS if k in data["test"]}

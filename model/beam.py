@@ -28,10 +28,11 @@ def beam_search(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return item indices ``[B, topk]`` (into the code table; -1 where fewer items exist) and
     their log-probabilities, best first. ``exclude [B, N]`` holds item indices each user must
-    not get back (-1 = none): they are masked at the last level, so the top ``topk`` are the
-    best of the rest, in one search."""
+    not get back (-1 = none): at every level a prefix whose items are all excluded is masked,
+    so no beam is spent on it and ``topk`` items come back whenever that many are left."""
     b = memory.shape[0]
     depth = len(trie.child)
+    dead = trie.dead_nodes(exclude) if exclude is not None else None
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
     tokens = memory.new_zeros((b, 1), dtype=torch.long)
     states = model.decode(tokens, memory, memory_mask, cache)[:, -1]
@@ -43,8 +44,9 @@ def beam_search(
         child = trie.child[level][prefix].long()  # [B, W, K]: next node, -1 invalid
         logp = logp.view(b, beams_per_user, -1)
         valid = child >= 0
-        if exclude is not None and level == depth - 1:
-            valid &= ~_excluded(child, exclude, trie.num_items)
+        if dead is not None:
+            nodes = child.clamp(min=0).view(b, -1)
+            valid &= ~dead[level].gather(1, nodes).view_as(child)
         cand = torch.where(valid, scores[:, :, None] + logp, float("-inf"))
         width = min(num_beams if level < depth - 1 else max(topk, 1), cand[0].numel())
         scores, flat = cand.view(b, -1).topk(width, -1)
@@ -73,13 +75,3 @@ def beam_search(
         states = model.decode(tokens, beam_memory, memory_mask, cache)[:, -1]
         logp = torch.log_softmax(model.level_logits(states, level + 1), -1)
     raise AssertionError("unreachable")
-
-
-def _excluded(items: torch.Tensor, exclude: torch.Tensor, num_items: int) -> torch.Tensor:
-    """``items [B, ...]`` (item indices, -1 = none) that are in their row of ``exclude``."""
-    b = items.shape[0]
-    table = torch.zeros(b, num_items + 1, dtype=torch.bool, device=items.device)
-    table.scatter_(1, torch.where(exclude >= 0, exclude, num_items), True)
-    table[:, num_items] = False  # the slot the -1 entries were sent to
-    flat = torch.where(items >= 0, items, num_items).reshape(b, -1)
-    return table.gather(1, flat).view_as(items)

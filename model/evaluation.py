@@ -20,16 +20,13 @@ def recommend_batch(
     batch: Batch,
     num_beams: int,
     topk: int,
-    skip_history: bool = False,
+    exclude: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Item ids (emb_map ids; 0 = no item) ``[B, topk]`` and scores for one batch;
-    ``skip_history`` leaves each row's own history items out."""
+    """Item ids (emb_map ids; 0 = no item) ``[B, topk]`` and scores for one batch, without the
+    emb ids in each row of ``exclude [B, N]`` (0 = none)."""
     memory, memory_mask, _ = model.encode(batch)
-    exclude = None
-    if skip_history:
-        if batch.history_ids is None:
-            raise ValueError("skip_history needs the batch's history_ids")
-        exclude = batch.history_ids - 1  # emb id 0 ([PAD]) -> -1, none
+    if exclude is not None:
+        exclude = exclude - 1  # the trie indexes items from 0; emb id 0 ([PAD]) -> -1, none
     items, scores = beam_search(model, trie, memory, memory_mask, num_beams, topk, exclude)
     return items + 1, scores  # trie indexes items from 0; emb ids start at 1 (0 is [PAD])
 
@@ -54,8 +51,9 @@ def evaluate_split(
     skip_history: bool = False,
 ) -> dict[str, float]:
     """Recall/NDCG over the split (or its first ``max_users`` rows by length order);
-    ``skip_history`` ranks only items outside each row's history (a purchased item is never
-    a target in these splits, so this is the ranking a shop would show).
+    ``skip_history`` ranks only items outside each row's history as the model reads it (the
+    last ``max_history`` items; a purchased item is never a target in these splits, so this is
+    the ranking a shop would show).
 
     With several processes each takes every ``world``-th batch and ``gather`` (accelerate's
     ``gather_for_metrics``-like callable) collects (row, rank) pairs, so each user counts once.
@@ -68,7 +66,8 @@ def evaluate_split(
     rows_out, ranks_out = [], []
     for rows in tqdm(mine, desc=desc, leave=False, disable=rank != 0):
         batch = make_batch(data, rows, item_codes, features).to(device)
-        items, _ = recommend_batch(model, trie, batch, num_beams, max(topk), skip_history)
+        exclude = batch.history_ids if skip_history else None
+        items, _ = recommend_batch(model, trie, batch, num_beams, max(topk), exclude)
         hit = items == batch.target_ids[:, None]
         ranks = torch.where(hit.any(1), hit.float().argmax(1), -1)
         rows_out.append(torch.from_numpy(rows))

@@ -125,6 +125,10 @@ class PrefixTrie:
         n, depth = codes.shape
         self.num_items = n
         self.child: list[torch.Tensor] = []
+        # per depth: each item's node (its prefix of that length) and each node's item count,
+        # so a search can tell a prefix whose every item is excluded from a live one
+        self.node_of_item: list[torch.Tensor] = []
+        self.items_under: list[torch.Tensor] = []
         prefix_id = torch.zeros(n, dtype=torch.long)
         n_prefix = 1
         for d in range(depth):
@@ -138,10 +142,28 @@ class PrefixTrie:
             table = torch.full((n_prefix, code_size), -1, dtype=torch.int32)
             table[prefix_id, codes[:, d]] = next_id.to(torch.int32)
             self.child.append(table)
+            self.node_of_item.append(next_id)
+            self.items_under.append(torch.bincount(next_id, minlength=n_next))
             prefix_id, n_prefix = next_id, n_next
         if (self.child[-1] >= 0).sum() != n:
             raise ValueError("item codes are not unique: two items share a full code")
 
     def to(self, device: torch.device) -> PrefixTrie:
         self.child = [t.to(device) for t in self.child]
+        self.node_of_item = [t.to(device) for t in self.node_of_item]
+        self.items_under = [t.to(device) for t in self.items_under]
         return self
+
+    def dead_nodes(self, exclude: torch.Tensor) -> list[torch.Tensor]:
+        """Per depth ``[B, nodes]``: True where every item under the node is in the row's
+        ``exclude [B, N]`` (item indices, -1 = none). A search that skips dead prefixes spends
+        no beam on them, so it still finds ``k`` items whenever ``k`` are left."""
+        b, n = exclude.shape[0], self.num_items
+        table = torch.zeros(b, n + 1, dtype=torch.int32, device=exclude.device)
+        table.scatter_(1, torch.where(exclude >= 0, exclude, n), 1)  # duplicates count once
+        table = table[:, :n]
+        dead = []
+        for nodes, under in zip(self.node_of_item, self.items_under, strict=True):
+            counts = torch.zeros(b, len(under), dtype=torch.int32, device=exclude.device)
+            dead.append(counts.index_add_(1, nodes, table) == under)
+        return dead

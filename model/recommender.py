@@ -102,10 +102,12 @@ class Recommender:
         interests: list[str] | None = None,
         k: int = 10,
         num_beams: int | None = None,
+        *,
         exclude: Iterable[str] = (),
     ) -> list[tuple[str, float]]:
         """The top ``k`` items after ``history`` (its last ``max_history`` items are read),
         best first, leaving out the items in ``exclude`` (e.g. everything already bought)."""
+        exclude = list(exclude)
         unknown = [t for t in [*history, *exclude] if t not in self.emb_map or t == PAD]
         if unknown:
             raise KeyError(f"unknown item ids: {unknown[:5]}")
@@ -115,10 +117,9 @@ class Recommender:
         if ids.shape[1] == 0:
             ids = torch.zeros(1, 1, dtype=torch.long)
         batch = Batch(self.item_codes[ids], ids > 0, **self._interest_inputs(interests))
-        skip = sorted({self.emb_map[t] for t in exclude})
-        batch.history_ids = torch.tensor([skip or [0]], dtype=torch.long)
+        skip = torch.tensor([sorted({self.emb_map[t] for t in exclude}) or [0]])
         beams = max(num_beams or self.config.num_beams, k)
-        items, scores = recommend_batch(self.model, self.trie, batch, beams, k, skip_history=True)
+        items, scores = recommend_batch(self.model, self.trie, batch, beams, k, skip)
         return [
             (self.id_to_token[int(i)], float(s))
             for i, s in zip(items[0], scores[0], strict=True)

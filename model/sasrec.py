@@ -129,7 +129,8 @@ class SASRec(nn.Module):
         ``label_smoothing`` (full softmax only) spreads that share of the target over all items.
         """
         if kind == "bce":
-            neg = torch.randint(1, len(proposal) + 1, targets.shape, device=targets.device)
+            n_items = self.item_emb.num_embeddings - 1  # ids 1..n; 0 is padding
+            neg = torch.randint(1, n_items + 1, targets.shape, device=targets.device)
             pos_logit = (hidden * self.item_emb(targets)).sum(-1)
             neg_logit = (hidden * self.item_emb(neg)).sum(-1)
             return F.softplus(-pos_logit).mean() + F.softplus(neg_logit).mean()

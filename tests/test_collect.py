@@ -21,7 +21,7 @@ def fake_run(runs: Path, name: str, ndcg10: float, seconds: float) -> None:
     (run / "test_metrics.json").write_text(json.dumps(test))
     log = [{"epoch": 0, "seconds": seconds, "valid_seconds": 6.0}, {"stage": "tokenizer"}]
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in log) + "\n")
-    (run / "config.yaml").write_text("seed: 1\n")
+    (run / "config.yaml").write_text("seed: 1\nnum_beams: 20\n")
     (run / "last.pt").write_bytes(b"checkpoint")
 
 
@@ -33,10 +33,13 @@ def test_table_numbers_and_copied_files(tmp_path: Path) -> None:
         fake_run(runs, f"kw-simple-s{seed}", n, 114.0)
         fake_run(runs, f"kw-stale-s{seed}", w, 114.0)
     for seed in (1, 2):  # skip-history figures on only two of etegrec's three seeds
-        skip = {"recall@10": 0.05, "ndcg@10": 0.04 + seed / 1000}
+        skip = {"recall@10": 0.05, "ndcg@10": 0.04 + seed / 1000, "num_beams": 20}
         (runs / f"kw-simple-s{seed}" / collect.SKIP_FILE).write_text(json.dumps(skip))
     (runs / "kw-simple-s3" / collect.SKIP_FILE).write_text(json.dumps(skip))
     (runs / "etegrec-s1" / collect.SKIP_FILE).write_text(json.dumps(skip))
+    for seed, beams in ((1, 50), (2, 20), (3, 20)):  # seed 1 evaluated with other beams
+        skipped = skip | {"num_beams": beams}
+        (runs / f"kw-stale-s{seed}" / collect.SKIP_FILE).write_text(json.dumps(skipped))
     sasrec = {"test": {m: 0.06 for m in METRICS}, "valid": {"ndcg@10": 0.07}, "seconds": 60}
     sasrec["test_skip_history"] = {"recall@10": 0.08, "ndcg@10": 0.07}
     (runs / "sasrec-s1.json").write_text(json.dumps(sasrec))
@@ -59,12 +62,13 @@ def test_table_numbers_and_copied_files(tmp_path: Path) -> None:
     assert kw["skip_ndcg@10"]["mean"] == pytest.approx(statistics.fmean([0.041, 0.042, 0.042]))
     assert summary["sasrec"]["skip_ndcg@10"]["mean"] == 0.07
     assert "skip_ndcg@10" not in summary["etegrec"]  # one seed of three: no mean of a subset
+    assert "skip_ndcg@10" not in summary["kw-stale"]  # made with other beams: not comparable
 
     copied = tmp_path / "out" / "t"
     assert sorted(p.name for p in (copied / "kw-simple-s2").iterdir()) == sorted(
         (*collect.SMALL_FILES, collect.SKIP_FILE)
     )
-    assert sorted(p.name for p in (copied / "kw-stale-s2").iterdir()) == sorted(collect.SMALL_FILES)
+    assert sorted(p.name for p in (copied / "etegrec-s2").iterdir()) == sorted(collect.SMALL_FILES)
     assert (copied / "sasrec-s1.json").exists()
     table = (tmp_path / "out" / "t.md").read_text()
     assert "| kw-simple | 3 |" in table

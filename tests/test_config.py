@@ -203,7 +203,7 @@ def test_renamed_key_is_refused_with_its_new_name(tmp_path: Path) -> None:
     (run / "config.yaml").write_text("dataset: toy\nmax_his_len: 50\n")
     saved = read_config(run)  # a run saved before the rename keeps loading, under the new name
     assert saved["max_history"] == 50 and "max_his_len" not in saved
-    assert saved["item_tokenizer"] == "rqvae"  # saved before the key existed: what it ran with
+    assert saved["item_tokenizer"] == "rqvae" and saved["bf16"] is False  # what it ran with
 
 
 def test_extra_config_file_must_be_valid_yaml(tmp_path: Path) -> None:

@@ -208,6 +208,30 @@ def test_excluded_items_are_left_out_and_the_rest_keep_their_exact_order() -> No
     assert items[0, 0] == exact[0].topk(3).indices[2]  # the un-excluded third best comes first
 
 
+def test_narrow_beams_still_return_k_items_when_the_best_prefixes_are_all_excluded() -> None:
+    """Exclude every item under each user's best first code: a search that only filtered its
+    final beams would come back with few or none; skipping dead prefixes gives k of the rest."""
+    codes = random_codes(200)
+    model = make_model(False)
+    trie = PrefixTrie(codes, CODE_SIZE)
+    batch = history_batch(codes, b=3)
+    with torch.no_grad():
+        memory, mask, _ = model.encode(Batch(**batch))
+        best, _ = beam_search(model, trie, memory, mask, num_beams=5, topk=5)
+        first = codes[best[:, 0], 0]  # each user's best first-level code
+        exclude = [torch.nonzero(codes[:, 0] == c).flatten() for c in first]
+        exclude = torch.nn.utils.rnn.pad_sequence(exclude, batch_first=True, padding_value=-1)
+        items, scores = beam_search(model, trie, memory, mask, 5, 5, exclude=exclude)
+        exact = exhaustive_scores(model, batch, codes)
+    for u in range(3):
+        left_out = set(exclude[u].tolist()) - {-1}
+        assert len(left_out) > 5 and items[u].ge(0).all()
+        assert not left_out & set(items[u].tolist())
+        assert codes[items[u], 0].ne(first[u]).all()
+        for i, s in zip(items[u].tolist(), scores[u].tolist(), strict=True):
+            assert s == pytest.approx(exact[u, i].item(), abs=1e-4)  # true scores of real items
+
+
 def test_beam_results_are_real_distinct_items() -> None:
     codes = random_codes(100)
     model = make_model(False)
