@@ -60,6 +60,7 @@ MINIMUM: dict[str, float] = {
     "finetune_warmup_steps": 0,
     "eval_step": 1,
     "num_beams": 1,
+    "model_threads": 1,
     "max_eval_users": 0,
     "time_budget_s": 0,
 }

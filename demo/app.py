@@ -49,6 +49,7 @@ def create_app(
     num_recommendations: int = 12,
     interests_timeout_s: float = 30.0,
     max_visitors: int = 10_000,
+    model_threads: int = 1,
     min_idle_s: float = 3600.0,
     new_visitors_per_client: int = 20,
     max_body_bytes: int = MAX_BODY_BYTES,
@@ -80,7 +81,7 @@ def create_app(
     demo = Demo(
         recommender=recommender,
         catalogue=catalogue,
-        ranker=Ranker(recommender, catalogue),
+        ranker=Ranker(recommender, catalogue, model_threads),
         store=VisitorStore(max_visitors, min_idle_s, new_visitors_per_client),
         worker=worker,
         templates=Jinja2Templates(env=env),
@@ -179,6 +180,7 @@ def main(argv: list[str]) -> None:
         num_recommendations=cfg.num_recommendations,
         interests_timeout_s=cfg.interests_timeout_s,
         max_visitors=cfg.max_visitors,
+        model_threads=cfg.model_threads,
     )
     log.info("model %s (%s), interests: %s", run_dir.name, recommender.dataset, extractor.label)
     import uvicorn

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+import torch
+
 from demo.catalogue import ShopCatalogue
 
 log = logging.getLogger("demo.ranking")
@@ -53,10 +55,19 @@ class Ranking:
 class Ranker:
     """Model recommendations for a history, or the popularity list when there is no history."""
 
-    def __init__(self, recommender: RecommenderLike, catalogue: ShopCatalogue) -> None:
+    def __init__(
+        self, recommender: RecommenderLike, catalogue: ShopCatalogue, threads: int = 1
+    ) -> None:
+        """``threads``: torch threads of the ranking thread only (OpenMP's count is per
+        calling thread), so the rest of the process, the local LLM included, keeps its own."""
         self.recommender = recommender
         self.catalogue = catalogue
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommend")
+        self._pool = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="recommend",
+            initializer=torch.set_num_threads,
+            initargs=(threads,),
+        )
 
     @property
     def uses_interests(self) -> bool:

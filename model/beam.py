@@ -63,9 +63,14 @@ def beam_search(
         # a user's beams share identical cross-attention rows: copy them only when the number of
         # beams per user changes (first step: one row per user -> one per beam)
         if width != beams_per_user:
-            cache.cross_attention_cache.reorder_cache(
-                (users * beams_per_user).expand(b, width).reshape(-1)
-            )
+            if b == 1:  # one user (serving): a zero-copy view, not width copies of the rows
+                for layer in cache.cross_attention_cache.layers:
+                    layer.keys = layer.keys[:1].expand(width, -1, -1, -1)
+                    layer.values = layer.values[:1].expand(width, -1, -1, -1)
+            else:
+                cache.cross_attention_cache.reorder_cache(
+                    (users * beams_per_user).expand(b, width).reshape(-1)
+                )
         memory_mask = memory_mask.index_select(0, beam_rows)
         beams_per_user = width
         tokens = (1 + level * model.code_size + code).view(-1, 1)  # token id of (level, code)

@@ -946,6 +946,35 @@ def test_a_crashing_extractor_logs_one_line(
 # -- shop behaviour -------------------------------------------------------------------------------
 
 
+def test_the_model_ranks_with_its_own_thread_count(tiny: tuple[Any, dict]) -> None:
+    """The ranking thread runs with ``model_threads`` torch threads (one user's search is many
+    small ops); the rest of the process keeps its own count."""
+    import torch
+
+    from demo.catalogue import ShopCatalogue
+    from demo.ranking import Ranker
+
+    rec, items = tiny
+    seen: list[int] = []
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(rec, name)
+
+        def recommend(self, *args: Any, **kwargs: Any) -> list[tuple[str, float]]:
+            seen.append(torch.get_num_threads())
+            return rec.recommend(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    ranker = Ranker(Counting(), ShopCatalogue(items, rec.item_tokens), threads=1)
+    try:
+        ranking = asyncio.run(ranker.rank([rec.item_tokens[0]], [], 5))
+    finally:
+        ranker.close()
+    assert seen == [1] and len(ranking.items) == 5
+    assert torch.get_num_threads() == before
+
+
 def test_purchased_items_are_not_recommended_back(
     client: TestClient, tiny: tuple[Any, dict]
 ) -> None:

@@ -232,6 +232,25 @@ def test_narrow_beams_still_return_k_items_when_the_best_prefixes_are_all_exclud
             assert s == pytest.approx(exact[u, i].item(), abs=1e-4)  # true scores of real items
 
 
+def test_one_user_alone_gets_what_it_gets_in_a_batch() -> None:
+    """A single user's search shares its cross-attention rows as a view across beams (serving);
+    a batch copies them per beam. Both must rank alike."""
+    codes = random_codes(100)
+    model = make_model(True)
+    trie = PrefixTrie(codes, CODE_SIZE)
+    batch = history_batch(codes, b=4)
+    batch.update(interest_inputs(4, seed=5))
+    with torch.no_grad():
+        memory, mask, _ = model.encode(Batch(**batch))
+        items, scores = beam_search(model, trie, memory, mask, num_beams=20, topk=10)
+        for u in range(4):
+            alone, alone_scores = beam_search(
+                model, trie, memory[u : u + 1], mask[u : u + 1], num_beams=20, topk=10
+            )
+            assert torch.equal(alone[0], items[u])
+            assert torch.allclose(alone_scores[0], scores[u], atol=1e-5)
+
+
 def test_beam_results_are_real_distinct_items() -> None:
     codes = random_codes(100)
     model = make_model(False)
