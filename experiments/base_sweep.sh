@@ -13,6 +13,10 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 PARALLEL=${PARALLEL:-2}
+# one run gains nothing from a second thread at the CPU preset's size, and runs side by side with
+# torch's default threads each would oversubscribe the cores (results/bench/train-cpu-preset-*)
+cores=$(nproc)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores / PARALLEL > 0 ? cores / PARALLEL : 1 ))}
 SEEDS=${SEEDS:-"1 2 3"}
 RUNS=${RUNS:-runs/base}
 DATA=${DATA:-data/}
