@@ -52,22 +52,36 @@ class Ranking:
     history_excluded: bool
 
 
+def _own_thread_count(threads: int) -> None:
+    """Give the calling thread ``threads`` torch threads of its own. torch sets a thread's count
+    from the process-wide last-set value at its first parallel call, so that first call (here,
+    get_num_threads) must come before the thread's own setting, or it would undo it."""
+    torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+
 class Ranker:
     """Model recommendations for a history, or the popularity list when there is no history."""
 
     def __init__(
         self, recommender: RecommenderLike, catalogue: ShopCatalogue, threads: int = 1
     ) -> None:
-        """``threads``: torch threads of the ranking thread only (OpenMP's count is per
-        calling thread), so the rest of the process, the local LLM included, keeps its own."""
+        """``threads``: torch threads of the ranking thread only. OpenMP's count is per calling
+        thread, but torch also keeps the last count set as the one later threads begin with: it
+        is put back once the ranking thread has its own, so the local LLM's thread keeps all
+        cores. (Phrases new to the interest table are encoded in the ranking thread too: a few
+        short ones per request.)"""
         self.recommender = recommender
         self.catalogue = catalogue
+        before = torch.get_num_threads()
         self._pool = ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix="recommend",
-            initializer=torch.set_num_threads,
+            initializer=_own_thread_count,
             initargs=(threads,),
         )
+        self._pool.submit(lambda: None).result()  # start the thread now, with its count
+        torch.set_num_threads(before)
 
     @property
     def uses_interests(self) -> bool:

@@ -16,7 +16,8 @@ PARALLEL=${PARALLEL:-2}
 # one run gains nothing from a second thread at the CPU preset's size, and runs side by side with
 # torch's default threads each would oversubscribe the cores (results/bench/train-cpu-preset-*)
 cores=$(nproc)
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores / PARALLEL > 0 ? cores / PARALLEL : 1 ))}
+(( PARALLEL >= 1 )) || PARALLEL=1
+run_threads=${OMP_NUM_THREADS:-$(( cores / PARALLEL > 0 ? cores / PARALLEL : 1 ))}
 SEEDS=${SEEDS:-"1 2 3"}
 RUNS=${RUNS:-runs/base}
 DATA=${DATA:-data/}
@@ -28,6 +29,7 @@ one() {  # label seed args...
   local label=$1 seed=$2; shift 2
   local run=$RUNS/$label-s$seed
   if [[ -f $run/test_metrics.json ]]; then return 0; fi
+  export OMP_NUM_THREADS=$run_threads
   if [[ -f $run/last.pt ]]; then
     $PY train.py --resume="$run"
   else

@@ -32,7 +32,7 @@ def beam_search(
     so no beam is spent on it and ``topk`` items come back whenever that many are left."""
     b = memory.shape[0]
     depth = len(trie.child)
-    dead = trie.dead_nodes(exclude) if exclude is not None else None
+    dead = trie.dead_nodes(exclude) if exclude is not None and (exclude >= 0).any() else None
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
     tokens = memory.new_zeros((b, 1), dtype=torch.long)
     states = model.decode(tokens, memory, memory_mask, cache)[:, -1]
@@ -63,7 +63,9 @@ def beam_search(
         # a user's beams share identical cross-attention rows: copy them only when the number of
         # beams per user changes (first step: one row per user -> one per beam)
         if width != beams_per_user:
-            if b == 1:  # one user (serving): a zero-copy view, not width copies of the rows
+            # one user (serving) on the CPU: a zero-copy view, not width copies of the rows
+            # (CUDA's memory-efficient SDPA kernel has had bugs with stride-0 keys/values)
+            if b == 1 and memory.device.type == "cpu":
                 for layer in cache.cross_attention_cache.layers:
                     layer.keys = layer.keys[:1].expand(width, -1, -1, -1)
                     layer.values = layer.values[:1].expand(width, -1, -1, -1)

@@ -158,12 +158,12 @@ class PrefixTrie:
         """Per depth ``[B, nodes]``: True where every item under the node is in the row's
         ``exclude [B, N]`` (item indices, -1 = none). A search that skips dead prefixes spends
         no beam on them, so it still finds ``k`` items whenever ``k`` are left."""
-        b, n = exclude.shape[0], self.num_items
-        table = torch.zeros(b, n + 1, dtype=torch.int32, device=exclude.device)
-        table.scatter_(1, torch.where(exclude >= 0, exclude, n), 1)  # duplicates count once
-        table = table[:, :n]
+        ex = exclude.long().sort(1).values
+        counted = ex >= 0
+        counted[:, 1:] &= ex[:, 1:] != ex[:, :-1]  # an item listed twice counts once
+        ex = ex.clamp(min=0)
         dead = []
         for nodes, under in zip(self.node_of_item, self.items_under, strict=True):
-            counts = torch.zeros(b, len(under), dtype=torch.int32, device=exclude.device)
-            dead.append(counts.index_add_(1, nodes, table) == under)
+            counts = torch.zeros(len(ex), len(under), dtype=torch.int32, device=ex.device)
+            dead.append(counts.scatter_add_(1, nodes[ex], counted.int()) == under)
         return dead

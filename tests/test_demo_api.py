@@ -973,6 +973,11 @@ def test_the_model_ranks_with_its_own_thread_count(tiny: tuple[Any, dict]) -> No
         ranker.close()
     assert seen == [1] and len(ranking.items) == 5
     assert torch.get_num_threads() == before
+    later: list[int] = []  # a thread started afterwards (the local LLM's) keeps the old count
+    thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert later == [before]
 
 
 def test_purchased_items_are_not_recommended_back(
