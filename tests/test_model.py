@@ -208,15 +208,22 @@ def test_excluded_items_are_left_out_and_the_rest_keep_their_exact_order() -> No
     assert items[0, 0] == exact[0].topk(3).indices[2]  # the un-excluded third best comes first
 
 
+def searchable(n_items: int, b: int) -> tuple:
+    """What a beam-search test starts from: codes, a model without fusion, the trie, a history
+    batch and its encoding (memory, mask)."""
+    codes = random_codes(n_items)
+    model = make_model(False)
+    batch = history_batch(codes, b=b)
+    with torch.no_grad():
+        memory, mask, _ = model.encode(Batch(**batch))
+    return codes, model, PrefixTrie(codes, CODE_SIZE), batch, memory, mask
+
+
 def test_narrow_beams_still_return_k_items_when_the_best_prefixes_are_all_excluded() -> None:
     """Exclude every item under each user's best first code: a search that only filtered its
     final beams would come back with few or none; skipping dead prefixes gives k of the rest."""
-    codes = random_codes(200)
-    model = make_model(False)
-    trie = PrefixTrie(codes, CODE_SIZE)
-    batch = history_batch(codes, b=3)
+    codes, model, trie, batch, memory, mask = searchable(200, b=3)
     with torch.no_grad():
-        memory, mask, _ = model.encode(Batch(**batch))
         best, _ = beam_search(model, trie, memory, mask, num_beams=5, topk=5)
         first = codes[best[:, 0], 0]  # each user's best first-level code
         exclude = [torch.nonzero(codes[:, 0] == c).flatten() for c in first]
@@ -252,12 +259,8 @@ def test_one_user_alone_gets_what_it_gets_in_a_batch() -> None:
 
 
 def test_beam_results_are_real_distinct_items() -> None:
-    codes = random_codes(100)
-    model = make_model(False)
-    trie = PrefixTrie(codes, CODE_SIZE)
-    batch = history_batch(codes, b=6)
+    _, model, trie, _, memory, mask = searchable(100, b=6)
     with torch.no_grad():
-        memory, mask, _ = model.encode(Batch(**batch))
         items, scores = beam_search(model, trie, memory, mask, num_beams=20, topk=10)
     assert items.shape == (6, 10)
     assert ((items >= 0) & (items < 100)).all()
