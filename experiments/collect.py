@@ -65,7 +65,8 @@ def copy_small_files(runs: Path, dest: Path) -> None:
     for path, _, _ in finished(runs):
         if path.is_dir():
             (dest / path.name).mkdir(parents=True, exist_ok=True)
-            for name in SMALL_FILES + (SKIP_FILE,) * (path / SKIP_FILE).exists():
+            extra = (SKIP_FILE,) if (path / SKIP_FILE).exists() else ()
+            for name in (*SMALL_FILES, *extra):
                 shutil.copy(path / name, dest / path.name / name)
         else:
             dest.mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,6 @@ class PrefixTrie:
     def __init__(self, codes: torch.Tensor, code_size: int):
         codes = codes.long().cpu()
         n, depth = codes.shape
-        self.num_items = n
         self.child: list[torch.Tensor] = []
         # per depth: each item's node (its prefix of that length) and each node's item count,
         # so a search can tell a prefix whose every item is excluded from a live one
