@@ -1,12 +1,13 @@
 """Evaluate a trained run folder on a split with constrained beam search.
 
 python evaluate.py --ckpt=RUN_DIR --split=valid|test [--num_beams=N] [--data_dir=DIR] [--device=D]
-    [--skip_history=true]
+    [--skip_history=true] [--eval_interests=own|shuffled|none]
 
-Writes ``RUN_DIR/eval_<split>_metrics.json`` (``eval_<split>_skip_history_metrics.json`` with
-each user's history left out of the ranking); the run's own ``test_metrics.json`` (written by
-train.py, read by experiments/collect.py) is never touched. The data must be what the run was
-trained on (its ``data.json`` fingerprint); ``--data_dir`` points at a copy elsewhere.
+Writes ``RUN_DIR/eval_<split>_metrics.json``: ``eval_<split>_skip_history_metrics.json`` with
+each user's history left out of the ranking, ``eval_<split>_interests-<view>_metrics.json`` with
+another row's interests or none (a run that fuses them). The run's own ``test_metrics.json``
+(written by train.py, read by experiments/collect.py) is never touched. The data must be what
+the run was trained on (its ``data.json`` fingerprint); ``--data_dir`` points at a copy elsewhere.
 """
 
 import json
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 from config import Config, ConfigError, given_keys, load_config
-from data.batches import load_split_tensors
+from data.batches import load_split_tensors, with_interests
 from data.device import resolve_device
 from data.fingerprint import check_fingerprint, data_files, fingerprint
 from data.jsonl import DataError
@@ -55,9 +56,14 @@ def main(argv: list[str]) -> None:
     device = resolve_device(cfg.device)
     rec.model.to(device)
     max_interests = rec.config.max_interests
+    if cfg.eval_interests != "own" and not interests:
+        raise ConfigError(
+            f"--eval_interests={cfg.eval_interests}: {run_dir} was trained without interests"
+        )
     data = load_split_tensors(
         folder, name, cfg.split, rec.emb_map, rec.max_history, max_interests, rec.features
     )
+    data = with_interests(data, cfg.eval_interests, seed=saved["seed"])
     start = time.perf_counter()
     metrics = evaluate_split(
         rec.model,
@@ -79,9 +85,11 @@ def main(argv: list[str]) -> None:
         num_beams=cfg.num_beams,
         max_eval_users=cfg.max_eval_users,
         skip_history=bool(cfg.skip_history),
+        eval_interests=cfg.eval_interests,
         data=str(folder),
     )
     label = cfg.split + ("_skip_history" if cfg.skip_history else "")
+    label += "" if cfg.eval_interests == "own" else f"_interests-{cfg.eval_interests}"
     out = run_dir / f"eval_{label}_metrics.json"
     out.write_text(json.dumps(metrics, indent=1))
     print(format_table(metrics, label))

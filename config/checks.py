@@ -22,6 +22,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "stage": ("tokenizer", "joint", "finetune", "all"),
     "fusion_combine": ("last", "weighted", "concat"),
     "split": ("train", "valid", "test"),
+    "eval_interests": ("own", "shuffled", "none"),
 }
 
 # Smallest value that works; zero or less would divide by zero, loop forever or silently do nothing.

@@ -61,6 +61,24 @@ def load_split_tensors(
     return SplitTensors(history, lengths, target, interest_idx)
 
 
+INTEREST_VIEWS = ("own", "shuffled", "none")
+
+
+def with_interests(data: SplitTensors, view: str, seed: int = 0) -> SplitTensors:
+    """The split with each row's ``own`` interests, another row's (``shuffled``: a fixed random
+    permutation of the rows' interest lists), or ``none``: evaluating a trained run under the three
+    measures how much its rankings depend on the interests it reads."""
+    if view == "own":
+        return data
+    if view == "none":
+        idx = np.full_like(data.interest_idx, -1)
+    elif view == "shuffled":
+        idx = data.interest_idx[np.random.default_rng(seed).permutation(len(data))]
+    else:
+        raise ValueError(f"unknown interests view '{view}' (choose {' | '.join(INTEREST_VIEWS)})")
+    return SplitTensors(data.history, data.lengths, data.target, idx)
+
+
 def _cut(sorted_rows: np.ndarray, lengths: np.ndarray, batch_size: int, max_items: int) -> list:
     """Cut length-sorted rows into batches of at most ``batch_size`` rows and, when
     ``max_items`` > 0, at most ``max_items`` padded history items (rows x longest history): long

@@ -263,6 +263,7 @@ def test_bad_values_are_refused_when_the_config_loads(
 
 
 def test_value_checks_name_what_the_code_accepts() -> None:
+    from data.batches import INTEREST_VIEWS
     from data.interests.recipe import RECIPES
     from demo.interests import BACKENDS
     from model.fusion import COMBINE_MODES
@@ -271,6 +272,7 @@ def test_value_checks_name_what_the_code_accepts() -> None:
     assert CHOICES["interests.recipe"] == RECIPES
     assert CHOICES["interests_backend"] == ("auto", *BACKENDS)
     assert CHOICES["fusion_combine"] == COMBINE_MODES
+    assert CHOICES["eval_interests"] == INTEREST_VIEWS
     assert CHOICES["stage"] == (*STAGES[:-1], "all")
     for kind in CHOICES["embeddings.sasrec_schedule"]:
         load_config("data_process", [f"--embeddings.sasrec_schedule={kind}"])

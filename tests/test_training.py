@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from config import load_config
-from data.batches import load_split_tensors
+from data.batches import load_split_tensors, with_interests
+from data.interest_features import InterestFeatures
 from data.paths import REPO_ROOT, datasets_root
 from data.pipeline import build_dataset
 from data.splits import load_emb_map, load_split
@@ -181,6 +182,32 @@ def test_evaluate_cli_matches_training_test_metrics(
     skipped = json.loads((run_dir / "eval_test_skip_history_metrics.json").read_text())
     for k in ("recall@1", "recall@10", "ndcg@10"):
         assert skipped[k] == pytest.approx(from_training["skip_history"][k], abs=1e-9), k
+    proc = run_script(["evaluate.py", f"--ckpt={run_dir}", "--eval_interests=none", *args])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| test_interests-none |" in proc.stdout
+    without = json.loads((run_dir / "eval_test_interests-none_metrics.json").read_text())
+    assert without["eval_interests"] == "none" and without["users"] == from_training["users"]
+
+
+def test_interest_views_keep_everything_but_whose_interests(small_data: Path) -> None:
+    """``--eval_interests``: ``shuffled`` hands each row another row's interest list (every list
+    kept, histories and targets untouched); ``none`` leaves every row without interests."""
+    folder = small_data / "small"
+    emb_map = load_emb_map(folder, "small")
+    features = InterestFeatures.load(folder, "small")
+    own = load_split_tensors(folder, "small", "test", emb_map, 50, 5, features)
+    assert with_interests(own, "own") is own
+    none = with_interests(own, "none")
+    assert (none.interest_idx == -1).all() and (none.history == own.history).all()
+    shuffled = with_interests(own, "shuffled", seed=7)
+    assert (shuffled.target == own.target).all() and (shuffled.history == own.history).all()
+    assert sorted(map(tuple, shuffled.interest_idx)) == sorted(map(tuple, own.interest_idx))
+    moved = (shuffled.interest_idx != own.interest_idx).any(1).mean()
+    assert moved > 0.9  # nearly every row reads someone else's interests
+    again = with_interests(own, "shuffled", seed=7)
+    assert (again.interest_idx == shuffled.interest_idx).all()  # the same permutation each time
+    with pytest.raises(ValueError, match="unknown interests view 'mine'"):
+        with_interests(own, "mine")
 
 
 def regenerated(small_data: Path, dest: Path, n_items_delta: int) -> Path:
