@@ -26,7 +26,7 @@ SCRIPTS = ("data_process", "train", "evaluate", "demo")
 # Keys that have a new name: the old one is refused with the new name, never silently ignored.
 RENAMED = {"max_his_len": "max_history"}
 # Keys added after runs were saved without them, with the value that reproduces those runs.
-ADDED = {"item_tokenizer": "rqvae", "bf16": False}
+ADDED = {"item_tokenizer": "rqvae", "bf16": False, "interest_dropout": 0.0}
 
 
 class ConfigError(ValueError):

@@ -120,6 +120,9 @@ def problems(cfg: dict) -> list[str]:
         for key in ("sasrec_negatives", "sasrec_label_smoothing"):
             if ecfg.get(key):
                 out.append(f"--embeddings.{key}={ecfg[key]}: applies to sasrec_loss: softmax")
+    found, hide = _lookup(cfg, "interest_dropout")
+    if found and not 0 <= hide < 1:
+        out.append(f"--interest_dropout: a probability in [0, 1), got {hide}")
     found, merge = _lookup(cfg, "interests.merge_threshold")
     if found and not 0 < merge <= 1:
         out.append(f"--interests.merge_threshold: a cosine in (0, 1], got {merge}")

@@ -209,6 +209,14 @@ class Trainer:
         batch = make_batch(self.splits["train"], rows, self.item_codes, self.interests)
         return batch.to(self.device)
 
+    def hide_interests(self, batch: Batch, hidden: np.ndarray) -> None:
+        """Interest dropout: rows of the global batch flagged in ``hidden`` train without their
+        interests. At convergence a fusing model leans on them for most of its accuracy
+        (``evaluate.py --eval_interests=none``) and levels off below one without them; hiding
+        them at random keeps the history path trained as well."""
+        mine = hidden[self.acc.process_index :: self.acc.num_processes]
+        batch.interest_mask &= ~torch.from_numpy(mine).to(self.device)[:, None]
+
     def evaluate(self, split: str, desc: str, skip_history: bool = False) -> dict:
         return evaluate_split(
             self.model,
@@ -528,6 +536,7 @@ class Trainer:
             self.splits["train"].lengths, cfg.batch_size, rng, cfg.max_batch_items
         )
         tok = mode == "tokenizer"
+        hide = cfg.interest_dropout if not tok and self.interests is not None else 0
         set_trainable(self.tokenizer, tok)
         set_trainable(self.model, not tok)
         self.model.train(not tok)
@@ -537,6 +546,9 @@ class Trainer:
         bar = tqdm(batches, desc=f"{mode} e{epoch}", leave=False, disable=not self.main)
         for rows in bar:
             batch = self.batch_to_device(rows)
+            if hide:  # drawn only when asked, so runs without it keep their random stream
+                hidden = rng.random(len(rows)) < hide
+                self.hide_interests(batch, hidden)
             losses = (
                 self.tokenizer_step(batch, align) if tok else self.recommender_step(batch, align)
             )

@@ -252,7 +252,9 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
         ("train", ["--device=gpu"], "--device: unknown device 'gpu'"),
         ("train", ["--batch_size=0"], "--batch_size: must be at least 1, got 0"),
         ("train", ["--topk=[0,10]"], "--topk: expected a non-empty list"),
+        ("train", ["--interest_dropout=1"], "--interest_dropout: a probability in [0, 1)"),
         ("evaluate", ["--split=validation"], "--split: unknown value 'validation'"),
+        ("evaluate", ["--eval_interests=mine"], "--eval_interests: unknown value 'mine'"),
     ],
 )
 def test_bad_values_are_refused_when_the_config_loads(

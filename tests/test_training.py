@@ -407,6 +407,38 @@ def test_bf16_autocast_trains_close_to_float32(small_data: Path, tmp_path: Path)
     assert np.allclose(losses["true"], losses["false"], rtol=0.05)
 
 
+def test_interest_dropout_hides_whole_rows_only_when_asked(
+    small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``interest_dropout``: about that share of the recommender's training rows lose all their
+    interests and the others keep theirs; at 0 nothing is drawn, so earlier runs' random stream
+    (and results) are unchanged."""
+    seen = []
+    real = Trainer.hide_interests
+
+    def spy(self, batch, hidden: np.ndarray) -> None:
+        before = batch.interest_mask.any(1).cpu().numpy()
+        real(self, batch, hidden)
+        seen.append((hidden.copy(), before, batch.interest_mask.any(1).cpu().numpy()))
+
+    monkeypatch.setattr(Trainer, "hide_interests", spy)
+    losses = {}
+    for share in ("0.0", "0.5"):
+        extra = (f"--interest_dropout={share}", "--epochs=2", "--max_eval_users=32")
+        run_dir = tmp_path / share
+        run_dir.mkdir()
+        Trainer(load_config("train", train_args(small_data, tmp_path, share, *extra)), run_dir).run(
+            stop_after="joint"
+        )
+        assert bool(seen) == (share == "0.5")
+        losses[share] = [r["code"] for r in read_log(run_dir) if r.get("mode") == "recommender"]
+    hidden, before, after = (np.concatenate(parts) for parts in zip(*seen, strict=True))
+    assert len(hidden) == len(load_split(small_data / "small", "small", "train"))  # one epoch
+    assert 0.4 < hidden.mean() < 0.6
+    assert (after == (before & ~hidden)).all()
+    assert losses["0.5"] != losses["0.0"]
+
+
 def test_budget_stop_mid_joint_validates_then_resumes(
     small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
