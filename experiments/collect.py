@@ -36,6 +36,12 @@ SMALL_FILES = ("config.yaml", "metrics.jsonl", "test_metrics.json")
 # --skip_history=true; a variant with a seed that has neither gets no such column
 SKIP_FILE = "eval_test_skip_history_metrics.json"
 SKIP_METRICS = {"skip_recall@10": "recall@10", "skip_ndcg@10": "ndcg@10"}
+# A fusing run's test NDCG@10 from evaluate.py --eval_interests=none|shuffled: how much of its
+# accuracy rests on the interests it reads (without them; with another user's)
+VIEW_FILES = {
+    "no_interests_ndcg@10": "eval_test_interests-none_metrics.json",
+    "shuffled_interests_ndcg@10": "eval_test_interests-shuffled_metrics.json",
+}
 
 
 def training_seconds(run_dir: Path) -> float:
@@ -65,7 +71,7 @@ def copy_small_files(runs: Path, dest: Path) -> None:
     for path, _, _ in finished(runs):
         if path.is_dir():
             (dest / path.name).mkdir(parents=True, exist_ok=True)
-            extra = (SKIP_FILE,) if (path / SKIP_FILE).exists() else ()
+            extra = [n for n in (SKIP_FILE, *VIEW_FILES.values()) if (path / n).exists()]
             for name in (*SMALL_FILES, *extra):
                 shutil.copy(path / name, dest / path.name / name)
         else:
@@ -73,10 +79,10 @@ def copy_small_files(runs: Path, dest: Path) -> None:
             shutil.copy(path, dest / path.name)
 
 
-def evaluated_skip(run_dir: Path) -> dict:
-    """An older run's skip-history figures from evaluate.py, if made as its test pass was: the
-    run's beam width and the whole split (else they are not comparable, and left out)."""
-    path = run_dir / SKIP_FILE
+def evaluated(run_dir: Path, name: str) -> dict:
+    """Test metrics evaluate.py wrote to ``name``, if made as the run's test pass was: the run's
+    beam width and the whole split (else they are not comparable, and left out)."""
+    path = run_dir / name
     if not path.exists():
         return {}
     skip = json.loads(path.read_text())
@@ -95,7 +101,11 @@ def load_runs(runs: Path) -> dict[str, dict[int, dict]]:
             row = {k: test[k] for k in METRICS}
             row["best_valid_ndcg@10"] = test["best_valid_ndcg@10"]
             row["train_minutes"] = training_seconds(path) / 60
-            skip = test.get("skip_history") or evaluated_skip(path)
+            skip = test.get("skip_history") or evaluated(path, SKIP_FILE)
+            for key, name in VIEW_FILES.items():
+                view = evaluated(path, name)
+                if view:
+                    row[key] = view["ndcg@10"]
         else:  # a baseline's metrics file (SASRec)
             data = json.loads(path.read_text())
             row = {k: data["test"][k] for k in METRICS if k in data["test"]}
@@ -117,7 +127,7 @@ def summarise(table: dict[str, dict[int, dict]], baseline: str) -> dict:
     for variant, seeds in table.items():
         keys = [
             k
-            for k in (*METRICS, *SKIP_METRICS, "best_valid_ndcg@10", "train_minutes")
+            for k in (*METRICS, *SKIP_METRICS, *VIEW_FILES, "best_valid_ndcg@10", "train_minutes")
             if all(k in row for row in seeds.values())  # a mean over some seeds misleads
         ]
         summary = {"seeds": sorted(seeds), "per_seed": seeds}
@@ -145,8 +155,8 @@ def summarise(table: dict[str, dict[int, dict]], baseline: str) -> dict:
 
 
 def markdown(summary: dict, baseline: str) -> str:
-    skip = [k for k in SKIP_METRICS if any(k in s for s in summary.values())]
-    cols = [*METRICS, *skip, "best_valid_ndcg@10", "train_minutes"]
+    extra = [k for k in (*SKIP_METRICS, *VIEW_FILES) if any(k in s for s in summary.values())]
+    cols = [*METRICS, *extra, "best_valid_ndcg@10", "train_minutes"]
     head = "| variant | seeds | " + " | ".join(cols) + f" | NDCG@10 vs {baseline} |"
     lines = [head, "|" + "---|" * (len(cols) + 3)]
     for variant, s in summary.items():

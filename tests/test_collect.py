@@ -40,6 +40,12 @@ def test_table_numbers_and_copied_files(tmp_path: Path) -> None:
     for seed, beams in ((1, 50), (2, 20), (3, 20)):  # seed 1 evaluated with other beams
         skipped = skip | {"num_beams": beams}
         (runs / f"kw-stale-s{seed}" / collect.SKIP_FILE).write_text(json.dumps(skipped))
+    none_file = collect.VIEW_FILES["no_interests_ndcg@10"]
+    for seed in (1, 2, 3):  # kw-simple ranked without its interests, seed 3 over part of the split
+        view = {"ndcg@10": 0.02 + seed / 1000, "num_beams": 20, "max_eval_users": 100 * (seed == 3)}
+        (runs / f"kw-simple-s{seed}" / none_file).write_text(json.dumps(view))
+        view = {"ndcg@10": 0.014 + seed / 1000, "num_beams": 20}
+        (runs / f"kw-stale-s{seed}" / none_file).write_text(json.dumps(view))
     sasrec = {"test": {m: 0.06 for m in METRICS}, "valid": {"ndcg@10": 0.07}, "seconds": 60}
     sasrec["test_skip_history"] = {"recall@10": 0.08, "ndcg@10": 0.07}
     (runs / "sasrec-s1.json").write_text(json.dumps(sasrec))
@@ -64,9 +70,16 @@ def test_table_numbers_and_copied_files(tmp_path: Path) -> None:
     assert "skip_ndcg@10" not in summary["etegrec"]  # one seed of three: no mean of a subset
     assert "skip_ndcg@10" not in summary["kw-stale"]  # made with other beams: not comparable
 
+    per_seed = summary["kw-simple"]["per_seed"]
+    without = [per_seed[s].get("no_interests_ndcg@10") for s in ("1", "2", "3")]
+    assert without == [0.021, 0.022, None]
+    assert "no_interests_ndcg@10" not in kw  # seed 3's is not comparable: no mean of a subset
+    assert summary["kw-stale"]["no_interests_ndcg@10"]["mean"] == pytest.approx(0.016)
+    assert "| no_interests_ndcg@10 |" in (tmp_path / "out" / "t.md").read_text()
+
     copied = tmp_path / "out" / "t"
     assert sorted(p.name for p in (copied / "kw-simple-s2").iterdir()) == sorted(
-        (*collect.SMALL_FILES, collect.SKIP_FILE)
+        (*collect.SMALL_FILES, collect.SKIP_FILE, none_file)
     )
     assert sorted(p.name for p in (copied / "etegrec-s2").iterdir()) == sorted(collect.SMALL_FILES)
     assert (copied / "sasrec-s1.json").exists()
