@@ -65,6 +65,19 @@ def first_logits(model: GenerativeRecommender, batch: dict) -> torch.Tensor:
     return model.level_logits(model.decode(start, memory, mask)[:, -1], 0)
 
 
+def searchable(n_items: int, b: int = 3, interest_seed: int | None = None) -> tuple:
+    """What a beam-search test starts from: codes, a model (fusing random interests drawn with
+    ``interest_seed``, else none), the trie, a history batch and its encoding (memory, mask)."""
+    codes = random_codes(n_items)
+    model = make_model(interest_seed is not None)
+    batch = history_batch(codes, b=b)
+    if interest_seed is not None:
+        batch.update(interest_inputs(b, seed=interest_seed))
+    with torch.no_grad():
+        memory, mask, _ = model.encode(Batch(**batch))
+    return codes, model, PrefixTrie(codes, CODE_SIZE), batch, memory, mask
+
+
 @pytest.mark.parametrize("fusion_type", ["simple", "transformer", "adaptive", "single"])
 def test_interests_change_decoder_logits(fusion_type: str) -> None:
     codes = random_codes(40)
@@ -173,14 +186,8 @@ def exhaustive_scores(
 
 @pytest.mark.parametrize("fusion", [False, True])
 def test_beam_search_with_cache_is_exact_when_beams_cover_all_items(fusion: bool) -> None:
-    codes = random_codes(30)
-    model = make_model(fusion)
-    batch = history_batch(codes)
-    if fusion:
-        batch.update(interest_inputs(3, seed=3))
-    trie = PrefixTrie(codes, CODE_SIZE)
+    codes, model, trie, batch, memory, mask = searchable(30, interest_seed=3 if fusion else None)
     with torch.no_grad():
-        memory, mask, _ = model.encode(Batch(**batch))
         items, scores = beam_search(model, trie, memory, mask, num_beams=30, topk=10)
         exact = exhaustive_scores(model, batch, codes)
     best = exact.topk(10, -1)
@@ -189,34 +196,17 @@ def test_beam_search_with_cache_is_exact_when_beams_cover_all_items(fusion: bool
 
 
 def test_excluded_items_are_left_out_and_the_rest_keep_their_exact_order() -> None:
-    codes = random_codes(30)
-    model = make_model(False)
-    batch = history_batch(codes)
-    b = batch["history_codes"].shape[0]
-    exact = exhaustive_scores(model, batch, codes)
-    exclude = exact.topk(3, -1).indices  # each user's own three best items
-    exclude[0, 2] = -1  # a padded slot excludes nothing
+    codes, model, trie, batch, memory, mask = searchable(30)
     with torch.no_grad():
-        memory, mask, _ = model.encode(Batch(**batch))
-        items, scores = beam_search(
-            model, PrefixTrie(codes, CODE_SIZE), memory, mask, 30, 10, exclude=exclude
-        )
-    for u in range(b):
+        exact = exhaustive_scores(model, batch, codes)
+        exclude = exact.topk(3, -1).indices  # each user's own three best items
+        exclude[0, 2] = -1  # a padded slot excludes nothing
+        items, scores = beam_search(model, trie, memory, mask, 30, 10, exclude=exclude)
+    for u in range(3):
         left_out = [i for i in exclude[u].tolist() if i >= 0]
         kept = [i for i in exact[u].argsort(descending=True).tolist() if i not in left_out]
         assert items[u].tolist() == kept[:10]
     assert items[0, 0] == exact[0].topk(3).indices[2]  # the un-excluded third best comes first
-
-
-def searchable(n_items: int, b: int) -> tuple:
-    """What a beam-search test starts from: codes, a model without fusion, the trie, a history
-    batch and its encoding (memory, mask)."""
-    codes = random_codes(n_items)
-    model = make_model(False)
-    batch = history_batch(codes, b=b)
-    with torch.no_grad():
-        memory, mask, _ = model.encode(Batch(**batch))
-    return codes, model, PrefixTrie(codes, CODE_SIZE), batch, memory, mask
 
 
 def test_narrow_beams_still_return_k_items_when_the_best_prefixes_are_all_excluded() -> None:
@@ -242,13 +232,8 @@ def test_narrow_beams_still_return_k_items_when_the_best_prefixes_are_all_exclud
 def test_one_user_alone_gets_what_it_gets_in_a_batch() -> None:
     """A single user's search shares its cross-attention rows as a view across beams (serving);
     a batch copies them per beam. Both must rank alike."""
-    codes = random_codes(100)
-    model = make_model(True)
-    trie = PrefixTrie(codes, CODE_SIZE)
-    batch = history_batch(codes, b=4)
-    batch.update(interest_inputs(4, seed=5))
+    _, model, trie, _, memory, mask = searchable(100, b=4, interest_seed=5)
     with torch.no_grad():
-        memory, mask, _ = model.encode(Batch(**batch))
         items, scores = beam_search(model, trie, memory, mask, num_beams=20, topk=10)
         for u in range(4):
             alone, alone_scores = beam_search(
@@ -270,11 +255,8 @@ def test_beam_results_are_real_distinct_items() -> None:
 
 
 def test_fewer_items_than_k_are_marked_missing() -> None:
-    codes = random_codes(4)
-    model = make_model(False)
-    trie = PrefixTrie(codes, CODE_SIZE)
+    _, model, trie, _, memory, mask = searchable(4, b=2)
     with torch.no_grad():
-        memory, mask, _ = model.encode(Batch(**history_batch(codes, b=2)))
         items, _ = beam_search(model, trie, memory, mask, num_beams=20, topk=10)
     assert sorted(items[0, :4].tolist()) == [0, 1, 2, 3]
     assert (items[:, 4:] == -1).all()
