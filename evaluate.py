@@ -50,16 +50,16 @@ def main(argv: list[str]) -> None:
     saved = read_config(run_dir)
     folder = data_folder(cfg, run_dir, saved, argv)
     name, interests = saved["dataset"], bool(saved["interest_fusion"])
+    if cfg.eval_interests != "own" and not interests:
+        raise ConfigError(
+            f"--eval_interests={cfg.eval_interests}: {run_dir} was trained without interests"
+        )
     files = data_files(folder, name, (cfg.split,), interests)
     check_fingerprint(run_dir, folder, fingerprint(files))
     rec = Recommender.load(run_dir, folder.parent)
     device = resolve_device(cfg.device)
     rec.model.to(device)
     max_interests = rec.config.max_interests
-    if cfg.eval_interests != "own" and not interests:
-        raise ConfigError(
-            f"--eval_interests={cfg.eval_interests}: {run_dir} was trained without interests"
-        )
     data = load_split_tensors(
         folder, name, cfg.split, rec.emb_map, rec.max_history, max_interests, rec.features
     )

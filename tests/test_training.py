@@ -257,6 +257,14 @@ def test_keys_a_script_cannot_honour_are_refused(
     assert refused in line and arg.split("=")[0] in line
 
 
+def test_interest_views_need_a_run_that_reads_interests(finished_run: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("interest_fusion: true", "interest_fusion: false"))
+    line = one_line_error(run_script(["evaluate.py", f"--ckpt={run_dir}", "--eval_interests=none"]))
+    assert "--eval_interests=none" in line and "was trained without interests" in line
+
+
 def test_corrupt_checkpoints_are_one_line_errors(finished_run: Path, tmp_path: Path) -> None:
     run_dir = copy_run(finished_run, tmp_path / "run")
     for path in (run_dir / "last.pt", run_dir / BEST / "model.pt"):
