@@ -21,7 +21,7 @@ from data.device import resolve_device
 from data.fingerprint import check_fingerprint, data_files, fingerprint
 from data.jsonl import DataError
 from data.paths import dataset_dir, resolve
-from model.checkpoint import CheckpointError, read_config
+from model.checkpoint import CheckpointError, eval_label, eval_metrics_file, read_config
 from model.evaluation import evaluate_split
 from model.recommender import Recommender
 from model.report import format_table
@@ -88,9 +88,8 @@ def main(argv: list[str]) -> None:
         eval_interests=cfg.eval_interests,
         data=str(folder),
     )
-    label = cfg.split + ("_skip_history" if cfg.skip_history else "")
-    label += "" if cfg.eval_interests == "own" else f"_interests-{cfg.eval_interests}"
-    out = run_dir / f"eval_{label}_metrics.json"
+    label = eval_label(cfg.split, bool(cfg.skip_history), cfg.eval_interests)
+    out = run_dir / eval_metrics_file(label)
     out.write_text(json.dumps(metrics, indent=1))
     print(format_table(metrics, label))
     print(f"{metrics['users']} users in {metrics['seconds']}s; written to {out}")

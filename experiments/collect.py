@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from config import split_argv
+from model.checkpoint import eval_label, eval_metrics_file
 
 METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
 NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
@@ -34,13 +35,13 @@ SMALL_FILES = ("config.yaml", "metrics.jsonl", "test_metrics.json")
 # The test ranking with each user's history left out (SASRec's metrics file: test_skip_history):
 # in test_metrics.json since train.py reports it, for older runs from evaluate.py
 # --skip_history=true; a variant with a seed that has neither gets no such column
-SKIP_FILE = "eval_test_skip_history_metrics.json"
+SKIP_FILE = eval_metrics_file(eval_label("test", skip_history=True))
 SKIP_METRICS = {"skip_recall@10": "recall@10", "skip_ndcg@10": "ndcg@10"}
 # A fusing run's test NDCG@10 from evaluate.py --eval_interests=none|shuffled: how much of its
 # accuracy rests on the interests it reads (without them; with another user's)
 VIEW_FILES = {
-    "no_interests_ndcg@10": "eval_test_interests-none_metrics.json",
-    "shuffled_interests_ndcg@10": "eval_test_interests-shuffled_metrics.json",
+    "no_interests_ndcg@10": eval_metrics_file(eval_label("test", interests="none")),
+    "shuffled_interests_ndcg@10": eval_metrics_file(eval_label("test", interests="shuffled")),
 }
 
 
@@ -79,18 +80,17 @@ def copy_small_files(runs: Path, dest: Path) -> None:
             shutil.copy(path, dest / path.name)
 
 
-def evaluated(run_dir: Path, name: str) -> dict:
+def evaluated(run_dir: Path, name: str, beams: int) -> dict:
     """Test metrics evaluate.py wrote to ``name``, if made as the run's test pass was: the run's
-    beam width and the whole split (else they are not comparable, and left out)."""
+    ``beams`` and the whole split (else they are not comparable, and left out)."""
     path = run_dir / name
     if not path.exists():
         return {}
-    skip = json.loads(path.read_text())
-    beams = yaml.safe_load((run_dir / "config.yaml").read_text()).get("num_beams")
-    if skip.get("num_beams") != beams or skip.get("max_eval_users", 0):
+    metrics = json.loads(path.read_text())
+    if metrics.get("num_beams") != beams or metrics.get("max_eval_users", 0):
         print(f"note: {path} ignored (not {beams} beams over the whole split)")
         return {}
-    return skip
+    return metrics
 
 
 def load_runs(runs: Path) -> dict[str, dict[int, dict]]:
@@ -101,9 +101,10 @@ def load_runs(runs: Path) -> dict[str, dict[int, dict]]:
             row = {k: test[k] for k in METRICS}
             row["best_valid_ndcg@10"] = test["best_valid_ndcg@10"]
             row["train_minutes"] = training_seconds(path) / 60
-            skip = test.get("skip_history") or evaluated(path, SKIP_FILE)
+            beams = yaml.safe_load((path / "config.yaml").read_text()).get("num_beams")
+            skip = test.get("skip_history") or evaluated(path, SKIP_FILE, beams)
             for key, name in VIEW_FILES.items():
-                view = evaluated(path, name)
+                view = evaluated(path, name, beams)
                 if view:
                     row[key] = view["ndcg@10"]
         else:  # a baseline's metrics file (SASRec)

@@ -59,6 +59,18 @@ def load_state_strict(module: nn.Module, state: dict, what: str) -> None:
     module.load_state_dict(state, strict=True)
 
 
+def eval_label(split: str, skip_history: bool = False, interests: str = "own") -> str:
+    """What evaluate.py calls a ranking of ``split``: ``test``, ``test_skip_history``,
+    ``test_interests-none``, ... (its table row and its file, ``eval_metrics_file``)."""
+    label = split + ("_skip_history" if skip_history else "")
+    return label + ("" if interests == "own" else f"_interests-{interests}")
+
+
+def eval_metrics_file(label: str) -> str:
+    """The run-folder file evaluate.py writes a ranking's metrics to (collect.py reads it)."""
+    return f"eval_{label}_metrics.json"
+
+
 def save_config(cfg: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
