@@ -1,13 +1,15 @@
 """Evaluate a trained run folder on a split with constrained beam search.
 
 python evaluate.py --ckpt=RUN_DIR --split=valid|test [--num_beams=N] [--data_dir=DIR] [--device=D]
-    [--skip_history=true] [--eval_interests=own|shuffled|none]
+    [--skip_history=true] [--eval_interests=own|shuffled|none] [--save_ranks=true]
 
 Writes ``RUN_DIR/eval_<split>_metrics.json``: ``eval_<split>_skip_history_metrics.json`` with
 each user's history left out of the ranking, ``eval_<split>_interests-<view>_metrics.json`` with
-another row's interests or none (a run that fuses them). The run's own ``test_metrics.json``
-(written by train.py, read by experiments/collect.py) is never touched. The data must be what
-the run was trained on (its ``data.json`` fingerprint); ``--data_dir`` points at a copy elsewhere.
+another row's interests or none (a run that fuses them); with ``--save_ranks`` also
+``eval_<...>_ranks.json``, each row's target rank (``experiments/breakdown.py``). The run's own
+``test_metrics.json`` (written by train.py, read by experiments/collect.py) is never touched.
+The data must be what the run was trained on (its ``data.json`` fingerprint); ``--data_dir``
+points at a copy elsewhere.
 """
 
 import json
@@ -21,8 +23,15 @@ from data.device import resolve_device
 from data.fingerprint import check_fingerprint, data_files, fingerprint
 from data.jsonl import DataError
 from data.paths import dataset_dir, resolve
-from model.checkpoint import CheckpointError, eval_label, eval_metrics_file, read_config
-from model.evaluation import evaluate_split
+from model.checkpoint import (
+    CheckpointError,
+    eval_label,
+    eval_metrics_file,
+    eval_ranks_file,
+    read_config,
+)
+from model.evaluation import rank_split, split_metrics
+from model.metrics import write_ranks
 from model.recommender import Recommender
 from model.report import format_table
 
@@ -65,14 +74,14 @@ def main(argv: list[str]) -> None:
     )
     data = with_interests(data, cfg.eval_interests, seed=saved["seed"])
     start = time.perf_counter()
-    metrics = evaluate_split(
+    rows, ranks = rank_split(
         rec.model,
         rec.trie.to(device),
         data,
         rec.item_codes,
         rec.features,
         cfg.num_beams,
-        list(cfg.topk),
+        max(cfg.topk),
         cfg.eval_batch_size,
         device,
         max_items=cfg.eval_max_items,
@@ -80,6 +89,7 @@ def main(argv: list[str]) -> None:
         desc=cfg.split,
         skip_history=bool(cfg.skip_history),
     )
+    metrics = split_metrics(ranks, list(cfg.topk))
     metrics["seconds"] = round(time.perf_counter() - start, 2)
     metrics.update(
         num_beams=cfg.num_beams,
@@ -91,6 +101,8 @@ def main(argv: list[str]) -> None:
     label = eval_label(cfg.split, bool(cfg.skip_history), cfg.eval_interests)
     out = run_dir / eval_metrics_file(label)
     out.write_text(json.dumps(metrics, indent=1))
+    if cfg.save_ranks:
+        write_ranks(run_dir / eval_ranks_file(label), rows, ranks)
     print(format_table(metrics, label))
     print(f"{metrics['users']} users in {metrics['seconds']}s; written to {out}")
 

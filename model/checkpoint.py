@@ -71,6 +71,11 @@ def eval_metrics_file(label: str) -> str:
     return f"eval_{label}_metrics.json"
 
 
+def eval_ranks_file(label: str) -> str:
+    """Where ``evaluate.py --save_ranks`` keeps each row's target rank (breakdown.py reads it)."""
+    return f"eval_{label}_ranks.json"
+
+
 def save_config(cfg: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

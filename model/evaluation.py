@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -32,14 +33,14 @@ def recommend_batch(
 
 
 @torch.no_grad()
-def evaluate_split(
+def rank_split(
     model: GenerativeRecommender,
     trie: PrefixTrie,
     data: SplitTensors,
     item_codes: torch.Tensor,
     features: InterestFeatures | None,
     num_beams: int,
-    topk: list[int],
+    topk: int,
     batch_size: int,
     device: torch.device,
     max_items: int = 0,
@@ -49,8 +50,9 @@ def evaluate_split(
     gather=None,
     desc: str = "eval",
     skip_history: bool = False,
-) -> dict[str, float]:
-    """Recall/NDCG over the split (or its first ``max_users`` rows by length order);
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, ranks)``: each evaluated row of the split (all, or the first ``max_users`` by
+    length order) and its target's 0-based rank in the top ``topk`` (-1: not there), in row order.
     ``skip_history`` ranks only items outside each row's history as the model reads it (the
     last ``max_history`` items; a purchased item is never a target in these splits, so this is
     the ranking a shop would show).
@@ -67,7 +69,7 @@ def evaluate_split(
     for rows in tqdm(mine, desc=desc, leave=False, disable=rank != 0):
         batch = make_batch(data, rows, item_codes, features).to(device)
         exclude = batch.history_ids if skip_history else None
-        items, _ = recommend_batch(model, trie, batch, num_beams, max(topk), exclude)
+        items, _ = recommend_batch(model, trie, batch, num_beams, topk, exclude)
         hit = items == batch.target_ids[:, None]
         ranks = torch.where(hit.any(1), hit.float().argmax(1), -1)
         rows_out.append(torch.from_numpy(rows))
@@ -79,6 +81,31 @@ def evaluate_split(
     if len(torch.unique(rows_t)) != len(rows_t):
         raise RuntimeError("evaluation counted a user twice")
     model.train(was_training)
-    metrics = ranking_metrics(ranks_t.numpy(), topk)
-    metrics["users"] = int(len(rows_t))
+    order = torch.argsort(rows_t)
+    return rows_t[order].numpy(), ranks_t[order].numpy()
+
+
+def split_metrics(ranks: np.ndarray, topk: list[int]) -> dict[str, float]:
+    """Recall/NDCG at each k of ``topk`` over ``rank_split``'s ranks, and the user count."""
+    metrics = ranking_metrics(ranks, topk)
+    metrics["users"] = int(len(ranks))
     return metrics
+
+
+def evaluate_split(
+    model: GenerativeRecommender,
+    trie: PrefixTrie,
+    data: SplitTensors,
+    item_codes: torch.Tensor,
+    features: InterestFeatures | None,
+    num_beams: int,
+    topk: list[int],
+    batch_size: int,
+    device: torch.device,
+    **kwargs,
+) -> dict[str, float]:
+    """``split_metrics`` of ``rank_split`` (its keyword options pass through)."""
+    _, ranks = rank_split(
+        model, trie, data, item_codes, features, num_beams, max(topk), batch_size, device, **kwargs
+    )
+    return split_metrics(ranks, topk)

@@ -6,6 +6,9 @@ is absent. Recall@k = share of users with rank < k; NDCG@k = mean of 1/log2(rank
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 
@@ -27,3 +30,17 @@ def rank_of_target(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return (scores > target_scores[:, None]).sum(axis=1) + (
         (scores == target_scores[:, None]).sum(axis=1) - 1
     )
+
+
+def write_ranks(path: Path, rows: np.ndarray, ranks: np.ndarray) -> None:
+    """Each evaluated row's place in its split file and its target's 0-based rank (-1: not
+    returned), one compact line, for per-group metrics (``experiments/breakdown.py``)."""
+    path.write_text(
+        json.dumps({"rows": np.asarray(rows).tolist(), "ranks": np.asarray(ranks).tolist()})
+    )
+
+
+def read_ranks(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, ranks)`` as ``write_ranks`` stored them."""
+    saved = json.loads(path.read_text())
+    return np.asarray(saved["rows"], dtype=np.int64), np.asarray(saved["ranks"], dtype=np.int64)

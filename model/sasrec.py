@@ -175,24 +175,25 @@ def train_sequences(rows: list[dict], emb_map: dict[str, int]) -> list[list[int]
 
 
 def eval_arrays(rows: list[dict], emb_map: dict[str, int], maxlen: int) -> tuple[np.ndarray, ...]:
-    """Histories (sorted by length, so batches crop well), targets and lengths of a split."""
+    """Histories (sorted by length, so batches crop well), targets, lengths, and each sorted
+    row's place in the split file."""
     hist = [[emb_map[t] for t in r["inter_history"]][-maxlen:] for r in rows]
     order = np.argsort([len(h) for h in hist], kind="stable")
     targets = np.array([emb_map[rows[i]["target_id"]] for i in order], dtype=np.int64)
     lengths = np.array([len(hist[i]) for i in order])
-    return pad_left([hist[i] for i in order], maxlen), targets, lengths
+    return pad_left([hist[i] for i in order], maxlen), targets, lengths, order
 
 
 @torch.no_grad()
-def evaluate(
+def target_ranks(
     model: SASRec, split: tuple[np.ndarray, ...], batch_size: int, skip_history: bool = False
-) -> dict[str, float]:
-    """Recall and NDCG at 5 and 10, ranking the target among all items (PAD excluded).
+) -> np.ndarray:
+    """0-based rank of each row's target among all items (PAD excluded), in split-file order.
 
     ``skip_history`` also drops the user's history items from the ranking, as RecBole's full-sort
     evaluation does (for comparison with published figures); the project's own figures rank all.
     """
-    hist, targets, lengths = split
+    hist, targets, lengths, order = split
     device = next(model.parameters()).device
     model.eval()
     ranks = []
@@ -205,7 +206,16 @@ def evaluate(
             scores[rows[seq > 0], seq[seq > 0] - 1] = -torch.inf
         ranks.append(rank_of_target(scores.float().cpu().numpy(), targets[i : i + batch_size] - 1))
     model.train()
-    return ranking_metrics(np.concatenate(ranks), TOPK)
+    in_file_order = np.empty(len(order), dtype=np.int64)
+    in_file_order[order] = np.concatenate(ranks) if ranks else []
+    return in_file_order
+
+
+def evaluate(
+    model: SASRec, split: tuple[np.ndarray, ...], batch_size: int, skip_history: bool = False
+) -> dict[str, float]:
+    """Recall and NDCG at 5 and 10 of ``target_ranks``."""
+    return ranking_metrics(target_ranks(model, split, batch_size, skip_history), TOPK)
 
 
 def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list:
@@ -305,7 +315,8 @@ def load_checkpoint(path: Path, settings: dict) -> dict | None:
 def train_sasrec(
     folder: Path, name: str, ecfg: Config, seed: int, device: str = "cpu"
 ) -> tuple[np.ndarray, dict]:
-    """Train with early stopping on valid NDCG@10; return the best item table and its metrics."""
+    """Train with early stopping on valid NDCG@10; return the best item table and its metrics
+    (as written to ``sasrec_metrics.json``, plus ``test_ranks``: each test row's target rank)."""
     emb_map = load_emb_map(folder, name)
     n_items, maxlen = len(emb_map) - 1, ecfg.sasrec_maxlen
     rows = load_split(folder, name, "train", emb_map=emb_map)
@@ -379,6 +390,8 @@ def train_sasrec(
         "log": state["log"],
     }
     write_json(folder / "sasrec_metrics.json", result)
+    # per-row test ranks for experiments/breakdown.py: returned, not written (8k+ numbers)
+    result["test_ranks"] = target_ranks(model, test, ecfg.sasrec_eval_batch_size)
     ckpt_path.unlink(missing_ok=True)
     for split in ("valid", "test", "test_skip_history"):
         m = result[split]

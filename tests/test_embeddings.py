@@ -99,7 +99,7 @@ def popularity_valid_recall10(folder: Path) -> float:
 
 def test_sasrec_learns_beats_popularity_and_writes_aligned_table(sci18_copy: Path, ecfg) -> None:
     cfg = ecfg(*TINY, "--embeddings.sasrec_epochs=4")
-    table, _ = sasrec.train_sasrec(sci18_copy, "scientific18", cfg, seed=7)
+    table, returned = sasrec.train_sasrec(sci18_copy, "scientific18", cfg, seed=7)
     out = embeddings.save_item_embeddings(sci18_copy, "scientific18", table, cfg.kind)
 
     assert out.name == "scientific18_emb_64.npy"
@@ -117,6 +117,28 @@ def test_sasrec_learns_beats_popularity_and_writes_aligned_table(sci18_copy: Pat
     assert set(result["test"]) == {"recall@5", "ndcg@5", "recall@10", "ndcg@10"}
     assert result["test_skip_history"]["recall@10"] >= result["test"]["recall@10"]
     assert not (sci18_copy / "sasrec.ckpt.pt").exists()
+    ranks = returned.pop("test_ranks")  # returned for breakdown.py, not written
+    assert len(ranks) == len(load_split(sci18_copy, "scientific18", "test"))
+    assert ranking_metrics(ranks, [5, 10]) == pytest.approx(result["test"])
+
+
+def test_sasrec_target_ranks_follow_the_split_file_order() -> None:
+    """Rows are ranked in batches sorted by length; each rank goes back to its row's place."""
+    torch.manual_seed(0)
+    model = SASRec(n_items=30, dim=16, layers=1, heads=2, maxlen=6, dropout=0.0).eval()
+    emb_map = {"[PAD]": 0} | {str(i): i for i in range(1, 31)}
+    histories = [[3, 4, 5, 6, 7], [9], [2, 8, 1], [11, 12], [5, 5, 5, 5, 5, 5, 5, 5]]
+    rows = [
+        {"inter_history": [str(i) for i in h], "target_id": str(t)}
+        for h, t in zip(histories, [10, 20, 3, 30, 1], strict=True)
+    ]
+    split = sasrec.eval_arrays(rows, emb_map, maxlen=6)
+    ranks = sasrec.target_ranks(model, split, batch_size=2)
+    for row, (history, got) in enumerate(zip(histories, ranks, strict=True)):
+        with torch.no_grad():
+            scores = model.last_scores(torch.tensor([history[-6:]])).numpy()
+        target = int(rows[row]["target_id"])
+        assert got == rank_of_target(scores, np.array([target - 1]))[0], row
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])

@@ -24,6 +24,7 @@ from data.pipeline import build_dataset
 from data.splits import load_emb_map, load_split
 from model import Recommender
 from model.checkpoint import BEST, CheckpointError
+from model.metrics import ranking_metrics, read_ranks
 from model.trainer import Trainer
 
 N_USERS = 500
@@ -166,7 +167,9 @@ def test_evaluate_cli_matches_training_test_metrics(
     moved = tmp_path / "moved"
     shutil.copytree(small_data, moved)
     args = ["--split=test", "--num_beams=5", "--max_eval_users=500", "--dataset=small"]
-    proc = run_script(["evaluate.py", f"--ckpt={run_dir}", f"--data_dir={moved}", *args])
+    proc = run_script(
+        ["evaluate.py", f"--ckpt={run_dir}", f"--data_dir={moved}", "--save_ranks=true", *args]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| test |" in proc.stdout
     assert (run_dir / "test_metrics.json").read_bytes() == before
@@ -176,6 +179,11 @@ def test_evaluate_cli_matches_training_test_metrics(
     assert from_cli["users"] == from_training["users"]
     for k in ("recall@1", "recall@10", "ndcg@10"):
         assert from_cli[k] == pytest.approx(from_training[k], abs=1e-9), k
+    rows, ranks = read_ranks(run_dir / "eval_test_ranks.json")  # what breakdown.py reads
+    assert len(rows) == from_training["users"] and (np.diff(rows) > 0).all()
+    assert ranking_metrics(ranks, [1, 10]) == pytest.approx(
+        {k: from_cli[k] for k in ("recall@1", "ndcg@1", "recall@10", "ndcg@10")}
+    )
     proc = run_script(["evaluate.py", f"--ckpt={run_dir}", "--skip_history=true", *args])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| test_skip_history |" in proc.stdout

@@ -1,0 +1,139 @@
+"""Where one model wins and another loses: test NDCG@10 and Recall@10 per group of rows.
+
+    python experiments/breakdown.py --data=data/scientific18 --name=scientific18 \
+        --models="etegrec=runs/base/cpu-long-s*/eval_test_ranks.json;\
+sasrec=runs/base/sasrec-s*.ranks.json" --out=results/breakdown_base
+
+Each model is ``label=glob``; the files it matches are its seeds, each holding every test row's
+target rank (``evaluate.py --save_ranks=true``; ``experiments/sasrec_seed.py --ranks_out=...``).
+Rows are grouped by how often the target occurs in the training sequences (the same ones SASRec
+trains on: each user's items but the last two) and by history length. Per group and model: the
+mean and spread over seeds, and the ratio to the first model. Writes ``OUT.md`` and ``OUT.json``.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from config import ConfigError, split_argv
+from data.jsonl import DataError
+from data.splits import load_emb_map, load_split
+from model.metrics import ranking_metrics, read_ranks
+from model.sasrec import train_sequences
+
+# (label, lowest, highest) of each group; the test rows of 5-core data have 3+ items of history
+POPULARITY = (("0-4", 0, 4), ("5-9", 5, 9), ("10-19", 10, 19), ("20-49", 20, 49), ("50+", 50, None))
+HISTORY = (("3", 3, 3), ("4", 4, 4), ("5-6", 5, 6), ("7-9", 7, 9), ("10+", 10, None))
+METRICS = ("ndcg@10", "recall@10")
+
+
+def row_features(folder: Path, name: str) -> dict[str, np.ndarray]:
+    """Per test row: the target's count in the training sequences, and the history length."""
+    emb_map = load_emb_map(folder, name)
+    counts = collections.Counter(
+        item
+        for seq in train_sequences(load_split(folder, name, "train", emb_map=emb_map), emb_map)
+        for item in seq
+    )
+    rows = load_split(folder, name, "test", emb_map=emb_map)
+    return {
+        "target popularity (train occurrences)": np.array(
+            [counts[emb_map[r["target_id"]]] for r in rows]
+        ),
+        "history length": np.array([len(r["inter_history"]) for r in rows]),
+    }
+
+
+def seed_ranks(pattern: str, n_rows: int) -> list[tuple[str, np.ndarray]]:
+    """``(file, ranks in split order)`` per file matching ``pattern``; each must rank every row."""
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise ConfigError(f"no file matches '{pattern}'")
+    out = []
+    for file in files:
+        rows, ranks = read_ranks(Path(file))
+        if len(rows) != n_rows or not np.array_equal(np.sort(rows), np.arange(n_rows)):
+            raise ConfigError(f"{file}: ranks {len(rows)} rows, the test split has {n_rows}")
+        ordered = np.empty(n_rows, dtype=np.int64)
+        ordered[rows] = ranks
+        out.append((file, ordered))
+    return out
+
+
+def group_masks(values: np.ndarray, groups) -> dict[str, np.ndarray]:
+    return {
+        label: (values >= lo) & (values <= (hi if hi is not None else values.max()))
+        for label, lo, hi in groups
+    }
+
+
+def breakdown(features: dict, models: dict[str, list[np.ndarray]]) -> list[dict]:
+    """One record per (feature, group): share of rows and each model's metrics over seeds."""
+    table = []
+    groups_of = dict(zip(features, (POPULARITY, HISTORY), strict=True))
+    for feature, values in features.items():
+        masks = {"all": np.ones(len(values), dtype=bool)} | group_masks(values, groups_of[feature])
+        for label, mask in masks.items():
+            record = {"feature": feature, "group": label, "rows": int(mask.sum())}
+            for model, seeds in models.items():
+                per_seed = [ranking_metrics(ranks[mask], [10]) for ranks in seeds]
+                for metric in METRICS:
+                    vals = [m[metric] for m in per_seed]
+                    record[f"{model} {metric}"] = statistics.mean(vals)
+                    record[f"{model} {metric} std"] = statistics.stdev(vals) if len(vals) > 1 else 0
+            table.append(record)
+    return table
+
+
+def markdown(table: list[dict], models: dict[str, list], files: dict[str, list[str]]) -> str:
+    first, *others = models
+    head = ["group", "rows"] + [f"{m} NDCG@10" for m in models] + [f"{m} / {first}" for m in others]
+    lines = []
+    for feature in dict.fromkeys(r["feature"] for r in table):
+        lines += [f"\n### by {feature}\n", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+        for r in (r for r in table if r["feature"] == feature):
+            cells = [r["group"], f"{r['rows']:,}"]
+            cells += [f"{r[f'{m} ndcg@10']:.4f} ± {r[f'{m} ndcg@10 std']:.4f}" for m in models]
+            base = r[f"{first} ndcg@10"]
+            cells += [f"{r[f'{m} ndcg@10'] / base:.2f}" if base else "–" for m in others]
+            lines.append("| " + " | ".join(cells) + " |")
+    seeds = "; ".join(f"{m}: {len(f)} seeds ({', '.join(f)})" for m, f in files.items())
+    return f"# Test NDCG@10 by group (mean ± std over seeds)\n\nFiles: {seeds}\n" + "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    args = split_argv(argv)
+    missing = {"data", "name", "models", "out"} - set(args)
+    if missing:
+        raise ConfigError(f"missing --{', --'.join(sorted(missing))}")
+    features = row_features(Path(args["data"]), args["name"])
+    n_rows = len(next(iter(features.values())))
+    models, files = {}, {}
+    for spec in args["models"].split(";"):
+        label, sep, pattern = spec.partition("=")
+        if not sep:
+            raise ConfigError(f"--models: '{spec}' is not label=glob")
+        found = seed_ranks(pattern, n_rows)
+        files[label] = [f for f, _ in found]
+        models[label] = [r for _, r in found]
+    table = breakdown(features, models)
+    out = Path(args["out"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"files": files, "table": table}, indent=1))
+    text = markdown(table, models, files)
+    out.with_suffix(".md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except (ConfigError, DataError) as err:
+        sys.exit(f"error: {err}")
