@@ -2,11 +2,14 @@
 
 python evaluate.py --ckpt=RUN_DIR --split=valid|test [--num_beams=N] [--data_dir=DIR] [--device=D]
     [--skip_history=true] [--eval_interests=own|shuffled|none] [--save_ranks=true]
+    [--popularity_adjust=A]
 
 Writes ``RUN_DIR/eval_<split>_metrics.json``: ``eval_<split>_skip_history_metrics.json`` with
 each user's history left out of the ranking, ``eval_<split>_interests-<view>_metrics.json`` with
 another row's interests or none (a run that fuses them); with ``--save_ranks`` also
-``eval_<...>_ranks.json``, each row's target rank (``experiments/breakdown.py``). The run's own
+``eval_<...>_ranks.json``, each row's target rank (``experiments/breakdown.py``);
+``--popularity_adjust=A`` ranks by ``log p(item) - A * log(train count + 1)`` (``_popA``). The
+run's own
 ``test_metrics.json`` (written by train.py, read by experiments/collect.py) is never touched.
 The data must be what the run was trained on (its ``data.json`` fingerprint); ``--data_dir``
 points at a copy elsewhere.
@@ -16,6 +19,9 @@ import json
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from config import Config, ConfigError, given_keys, load_config
 from data.batches import load_split_tensors, with_interests
@@ -63,7 +69,8 @@ def main(argv: list[str]) -> None:
         raise ConfigError(
             f"--eval_interests={cfg.eval_interests}: {run_dir} was trained without interests"
         )
-    files = data_files(folder, name, (cfg.split,), interests)
+    splits = (cfg.split, "train") if cfg.popularity_adjust else (cfg.split,)  # counts: train
+    files = data_files(folder, name, tuple(dict.fromkeys(splits)), interests)
     check_fingerprint(run_dir, folder, fingerprint(files))
     rec = Recommender.load(run_dir, folder.parent)
     device = resolve_device(cfg.device)
@@ -73,10 +80,20 @@ def main(argv: list[str]) -> None:
         folder, name, cfg.split, rec.emb_map, rec.max_history, max_interests, rec.features
     )
     data = with_interests(data, cfg.eval_interests, seed=saved["seed"])
+    trie = rec.trie.to(device)
+    prior = None
+    if cfg.popularity_adjust:
+        train = load_split_tensors(
+            folder, name, "train", rec.emb_map, rec.max_history, max_interests, rec.features
+        )
+        counts = np.bincount(
+            train.target - 1, minlength=len(rec.item_codes) - 1
+        )  # trie: emb id - 1
+        prior = trie.popularity_prior(torch.from_numpy(counts), cfg.popularity_adjust)
     start = time.perf_counter()
     rows, ranks = rank_split(
         rec.model,
-        rec.trie.to(device),
+        trie,
         data,
         rec.item_codes,
         rec.features,
@@ -88,6 +105,7 @@ def main(argv: list[str]) -> None:
         max_users=cfg.max_eval_users,
         desc=cfg.split,
         skip_history=bool(cfg.skip_history),
+        prior=prior,
     )
     metrics = split_metrics(ranks, list(cfg.topk))
     metrics["seconds"] = round(time.perf_counter() - start, 2)
@@ -96,9 +114,10 @@ def main(argv: list[str]) -> None:
         max_eval_users=cfg.max_eval_users,
         skip_history=bool(cfg.skip_history),
         eval_interests=cfg.eval_interests,
+        popularity_adjust=cfg.popularity_adjust,
         data=str(folder),
     )
-    label = eval_label(cfg.split, bool(cfg.skip_history), cfg.eval_interests)
+    label = eval_label(cfg.split, bool(cfg.skip_history), cfg.eval_interests, cfg.popularity_adjust)
     out = run_dir / eval_metrics_file(label)
     out.write_text(json.dumps(metrics, indent=1))
     if cfg.save_ranks:

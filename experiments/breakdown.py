@@ -28,9 +28,9 @@ from data.splits import load_emb_map, load_split
 from model.metrics import ranking_metrics, read_ranks
 from model.sasrec import train_sequences
 
-# (label, lowest, highest) of each group; the test rows of 5-core data have 3+ items of history
+# (label, lowest, highest) of each group; a test row of 5-core data has 4+ items of history
 POPULARITY = (("0-4", 0, 4), ("5-9", 5, 9), ("10-19", 10, 19), ("20-49", 20, 49), ("50+", 50, None))
-HISTORY = (("3", 3, 3), ("4", 4, 4), ("5-6", 5, 6), ("7-9", 7, 9), ("10+", 10, None))
+HISTORY = (("4", 4, 4), ("5", 5, 5), ("6-7", 6, 7), ("8-10", 8, 10), ("11+", 11, None))
 METRICS = ("ndcg@10", "recall@10")
 
 

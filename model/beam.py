@@ -25,11 +25,15 @@ def beam_search(
     num_beams: int,
     topk: int,
     exclude: torch.Tensor | None = None,
+    prior: list[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return item indices ``[B, topk]`` (into the code table; -1 where fewer items exist) and
     their log-probabilities, best first. ``exclude [B, N]`` holds item indices each user must
     not get back (-1 = none): at every level a prefix whose items are all excluded is masked,
-    so no beam is spent on it and ``topk`` items come back whenever that many are left."""
+    so no beam is spent on it and ``topk`` items come back whenever that many are left.
+    ``prior`` (per level, one score per trie node; ``PrefixTrie.popularity_prior``) is added to
+    a prefix's log-probability when beams are ranked, and the result is ordered by that sum; the
+    returned scores stay log-probabilities."""
     b = memory.shape[0]
     depth = len(trie.child)
     dead = trie.dead_nodes(exclude) if exclude is not None and (exclude >= 0).any() else None
@@ -49,7 +53,12 @@ def beam_search(
             valid &= ~dead[level].gather(1, nodes).view_as(child)
         cand = torch.where(valid, scores[:, :, None] + logp, float("-inf"))
         width = min(num_beams if level < depth - 1 else max(topk, 1), cand[0].numel())
-        scores, flat = cand.view(b, -1).topk(width, -1)
+        if prior is None:
+            scores, flat = cand.view(b, -1).topk(width, -1)
+        else:
+            ranked = cand + prior[level][child.clamp(min=0)]  # -inf stays -inf
+            flat = ranked.view(b, -1).topk(width, -1).indices
+            scores = cand.view(b, -1).gather(1, flat)
         parent = flat // model.code_size
         code = flat % model.code_size
         prefix = child.view(b, -1).gather(1, flat)

@@ -59,11 +59,15 @@ def load_state_strict(module: nn.Module, state: dict, what: str) -> None:
     module.load_state_dict(state, strict=True)
 
 
-def eval_label(split: str, skip_history: bool = False, interests: str = "own") -> str:
+def eval_label(
+    split: str, skip_history: bool = False, interests: str = "own", popularity: float = 0.0
+) -> str:
     """What evaluate.py calls a ranking of ``split``: ``test``, ``test_skip_history``,
-    ``test_interests-none``, ... (its table row and its file, ``eval_metrics_file``)."""
+    ``test_interests-none``, ``test_pop0.5``, ... (its table row and its file,
+    ``eval_metrics_file``)."""
     label = split + ("_skip_history" if skip_history else "")
-    return label + ("" if interests == "own" else f"_interests-{interests}")
+    label += "" if interests == "own" else f"_interests-{interests}"
+    return label + (f"_pop{popularity:g}" if popularity else "")
 
 
 def eval_metrics_file(label: str) -> str:

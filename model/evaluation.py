@@ -22,13 +22,14 @@ def recommend_batch(
     num_beams: int,
     topk: int,
     exclude: torch.Tensor | None = None,
+    prior: list[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Item ids (emb_map ids; 0 = no item) ``[B, topk]`` and scores for one batch, without the
-    emb ids in each row of ``exclude [B, N]`` (0 = none)."""
+    emb ids in each row of ``exclude [B, N]`` (0 = none); ``prior``: see ``beam_search``."""
     memory, memory_mask, _ = model.encode(batch)
     if exclude is not None:
         exclude = exclude - 1  # the trie indexes items from 0; emb id 0 ([PAD]) -> -1, none
-    items, scores = beam_search(model, trie, memory, memory_mask, num_beams, topk, exclude)
+    items, scores = beam_search(model, trie, memory, memory_mask, num_beams, topk, exclude, prior)
     return items + 1, scores  # trie indexes items from 0; emb ids start at 1 (0 is [PAD])
 
 
@@ -50,12 +51,13 @@ def rank_split(
     gather=None,
     desc: str = "eval",
     skip_history: bool = False,
+    prior: list[torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, ranks)``: each evaluated row of the split (all, or the first ``max_users`` by
     length order) and its target's 0-based rank in the top ``topk`` (-1: not there), in row order.
     ``skip_history`` ranks only items outside each row's history as the model reads it (the
     last ``max_history`` items; a purchased item is never a target in these splits, so this is
-    the ranking a shop would show).
+    the ranking a shop would show). ``prior``: see ``beam_search``.
 
     With several processes each takes every ``world``-th batch and ``gather`` (accelerate's
     ``gather_for_metrics``-like callable) collects (row, rank) pairs, so each user counts once.
@@ -69,7 +71,7 @@ def rank_split(
     for rows in tqdm(mine, desc=desc, leave=False, disable=rank != 0):
         batch = make_batch(data, rows, item_codes, features).to(device)
         exclude = batch.history_ids if skip_history else None
-        items, _ = recommend_batch(model, trie, batch, num_beams, topk, exclude)
+        items, _ = recommend_batch(model, trie, batch, num_beams, topk, exclude, prior)
         hit = items == batch.target_ids[:, None]
         ranks = torch.where(hit.any(1), hit.float().argmax(1), -1)
         rows_out.append(torch.from_numpy(rows))

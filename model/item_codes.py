@@ -147,6 +147,18 @@ class PrefixTrie:
         if (self.child[-1] >= 0).sum() != n:
             raise ValueError("item codes are not unique: two items share a full code")
 
+    def popularity_prior(self, counts: torch.Tensor, strength: float) -> list[torch.Tensor]:
+        """Per depth, ``-strength * log`` of each node's popularity mass (the sum over its items
+        of ``counts + 1``): at the last depth an item's own, so the beam search ranks by
+        ``log p(item) - strength * log(count + 1)``, a logit adjustment toward rarely bought items
+        (0: plain log-probability). Inner nodes carry their items' total, the same correction
+        for the prefix as a whole."""
+        weight = counts.double().to(self.node_of_item[0].device) + 1
+        return [
+            (-strength * torch.log(torch.bincount(nodes, weight, minlength=len(under)))).float()
+            for nodes, under in zip(self.node_of_item, self.items_under, strict=True)
+        ]
+
     def to(self, device: torch.device) -> PrefixTrie:
         self.child = [t.to(device) for t in self.child]
         self.node_of_item = [t.to(device) for t in self.node_of_item]

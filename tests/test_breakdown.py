@@ -17,16 +17,16 @@ from model.metrics import write_ranks
 
 def toy_dataset(folder: Path) -> None:
     """Six train users whose sequences are a, b, a (a: 12 occurrences, b: 6, f: none) and four
-    test rows: targets f, b, a, a with histories of 3, 4, 10 and 3 items."""
+    test rows: targets f, b, a, a with histories of 4, 5, 11 and 4 items."""
     folder.mkdir(parents=True)
     emb_map = {"[PAD]": 0} | {t: i for i, t in enumerate("abcdef", start=1)}
     (folder / "toy.emb_map.json").write_text(json.dumps(emb_map))
     train = [{"user_id": f"u{i}", "inter_history": ["a", "b"], "target_id": "a"} for i in range(6)]
     test = [
-        {"user_id": "u0", "inter_history": ["a", "b", "a"], "target_id": "f"},
-        {"user_id": "u1", "inter_history": ["a", "b", "a", "b"], "target_id": "b"},
-        {"user_id": "u2", "inter_history": ["a"] * 10, "target_id": "a"},
-        {"user_id": "u3", "inter_history": ["b", "b", "b"], "target_id": "a"},
+        {"user_id": "u0", "inter_history": ["a", "b", "a", "b"], "target_id": "f"},
+        {"user_id": "u1", "inter_history": ["a", "b", "a", "b", "c"], "target_id": "b"},
+        {"user_id": "u2", "inter_history": ["a"] * 11, "target_id": "a"},
+        {"user_id": "u3", "inter_history": ["b", "b", "b", "c"], "target_id": "a"},
     ]
     for split, rows in (("train", train), ("test", test)):
         (folder / f"toy.{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -62,7 +62,7 @@ def test_groups_and_per_group_metrics(tmp_path: Path) -> None:
     by = {(r["feature"][:7], r["group"]): r for r in saved["table"]}
     pop = {g: by["target ", g] for g in ("0-4", "5-9", "10-19", "20-49", "50+")}
     assert [pop[g]["rows"] for g in pop] == [1, 1, 2, 0, 0]
-    assert [by["history", g]["rows"] for g in ("3", "4", "5-6", "7-9", "10+")] == [2, 1, 0, 0, 1]
+    assert [by["history", g]["rows"] for g in ("4", "5", "6-7", "8-10", "11+")] == [2, 1, 0, 0, 1]
     assert by["target ", "all"]["rows"] == 4
     # targets a (12 occurrences), rows 2 and 3: x's seeds give (g(1) + g(3)) / 2 and g(1) / 2
     x_seeds = [(gain(1) + gain(3)) / 2, gain(1) / 2]
@@ -71,7 +71,7 @@ def test_groups_and_per_group_metrics(tmp_path: Path) -> None:
     assert pop["10-19"]["x recall@10"] == pytest.approx(0.75)
     assert pop["10-19"]["y ndcg@10"] == pytest.approx(1.0)
     assert pop["0-4"]["x ndcg@10"] == pytest.approx(1.0) and pop["0-4"]["y ndcg@10"] == 0
-    assert by["history", "3"]["x ndcg@10"] == pytest.approx(np.mean([(1 + gain(3)) / 2, 0.5]))
+    assert by["history", "4"]["x ndcg@10"] == pytest.approx(np.mean([(1 + gain(3)) / 2, 0.5]))
     table = out.with_suffix(".md").read_text()
     assert "| 10-19 | 2 |" in table and "| 20-49 | 0 |" in table
     assert "y / x" in table

@@ -3,6 +3,8 @@ unique even when a collision group overflows the codebook, checkpoints load stri
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -207,6 +209,26 @@ def test_excluded_items_are_left_out_and_the_rest_keep_their_exact_order() -> No
         kept = [i for i in exact[u].argsort(descending=True).tolist() if i not in left_out]
         assert items[u].tolist() == kept[:10]
     assert items[0, 0] == exact[0].topk(3).indices[2]  # the un-excluded third best comes first
+
+
+def test_a_popularity_prior_reranks_by_adjusted_score_and_reports_log_probabilities() -> None:
+    """With beams covering every item, the search with ``popularity_prior`` returns the exact
+    top 10 of ``log p - strength * log(count + 1)``, each with its plain log-probability."""
+    codes, model, trie, batch, memory, mask = searchable(30)
+    counts = torch.randint(0, 200, (30,), generator=torch.Generator().manual_seed(4))
+    prior = trie.popularity_prior(counts, strength=0.7)
+    first = codes[:, 0] == codes[0, 0]  # the items under item 0's first code
+    assert prior[0][trie.node_of_item[0][0]] == pytest.approx(
+        -0.7 * math.log((counts[first] + 1).sum())
+    )
+    assert torch.allclose(prior[-1], -0.7 * torch.log(counts.float() + 1))
+    with torch.no_grad():
+        items, scores = beam_search(model, trie, memory, mask, 30, 10, prior=prior)
+        exact = exhaustive_scores(model, batch, codes)
+    adjusted = exact - 0.7 * torch.log(counts.float() + 1)
+    assert torch.equal(items, adjusted.topk(10, -1).indices)
+    assert torch.allclose(scores, exact.gather(1, items), atol=1e-4)
+    assert not torch.equal(items, exact.topk(10, -1).indices)  # the prior changed the ranking
 
 
 def test_narrow_beams_still_return_k_items_when_the_best_prefixes_are_all_excluded() -> None:

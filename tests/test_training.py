@@ -195,6 +195,11 @@ def test_evaluate_cli_matches_training_test_metrics(
     assert "| test_interests-none |" in proc.stdout
     without = json.loads((run_dir / "eval_test_interests-none_metrics.json").read_text())
     assert without["eval_interests"] == "none" and without["users"] == from_training["users"]
+    proc = run_script(["evaluate.py", f"--ckpt={run_dir}", "--popularity_adjust=0.5", *args])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| test_pop0.5 |" in proc.stdout
+    adjusted = json.loads((run_dir / "eval_test_pop0.5_metrics.json").read_text())
+    assert adjusted["popularity_adjust"] == 0.5 and adjusted["users"] == from_training["users"]
 
 
 def test_interest_views_keep_everything_but_whose_interests(small_data: Path) -> None:
