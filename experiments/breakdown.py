@@ -104,7 +104,7 @@ def markdown(table: list[dict], models: dict[str, list], files: dict[str, list[s
             base = r[f"{first} ndcg@10"]
             cells += [f"{r[f'{m} ndcg@10'] / base:.2f}" if base else "–" for m in others]
             lines.append("| " + " | ".join(cells) + " |")
-    seeds = "; ".join(f"{m}: {len(f)} seeds ({', '.join(f)})" for m, f in files.items())
+    seeds = "; ".join(f"{m}: {len(f)} seed(s) ({', '.join(f)})" for m, f in files.items())
     return f"# Test NDCG@10 by group (mean ± std over seeds)\n\nFiles: {seeds}\n" + "\n".join(lines)
 
 
