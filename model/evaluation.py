@@ -92,22 +92,3 @@ def split_metrics(ranks: np.ndarray, topk: list[int]) -> dict[str, float]:
     metrics = ranking_metrics(ranks, topk)
     metrics["users"] = int(len(ranks))
     return metrics
-
-
-def evaluate_split(
-    model: GenerativeRecommender,
-    trie: PrefixTrie,
-    data: SplitTensors,
-    item_codes: torch.Tensor,
-    features: InterestFeatures | None,
-    num_beams: int,
-    topk: list[int],
-    batch_size: int,
-    device: torch.device,
-    **kwargs,
-) -> dict[str, float]:
-    """``split_metrics`` of ``rank_split`` (its keyword options pass through)."""
-    _, ranks = rank_split(
-        model, trie, data, item_codes, features, num_beams, max(topk), batch_size, device, **kwargs
-    )
-    return split_metrics(ranks, topk)

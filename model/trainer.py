@@ -52,7 +52,7 @@ from model.checkpoint import (
     save_best,
     save_config,
 )
-from model.evaluation import evaluate_split
+from model.evaluation import rank_split, split_metrics
 from model.item_codes import PrefixTrie, derive_item_codes
 from model.losses import recommender_objective, tokenizer_objective
 from model.recommender import build_models
@@ -218,14 +218,14 @@ class Trainer:
         batch.interest_mask &= ~torch.from_numpy(mine).to(self.device)[:, None]
 
     def evaluate(self, split: str, desc: str, skip_history: bool = False) -> dict:
-        return evaluate_split(
+        _, ranks = rank_split(
             self.model,
             self.trie,
             self.splits[split],
             self.item_codes,
             self.interests,
             self.cfg.num_beams,
-            list(self.cfg.topk),
+            max(self.cfg.topk),
             self.cfg.eval_batch_size,
             self.device,
             max_items=self.cfg.eval_max_items,
@@ -236,6 +236,7 @@ class Trainer:
             desc=desc,
             skip_history=skip_history,
         )
+        return split_metrics(ranks, list(self.cfg.topk))
 
     @staticmethod
     def gather(rows: torch.Tensor, ranks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
