@@ -8,11 +8,10 @@ Writes ``RUN_DIR/eval_<split>_metrics.json``: ``eval_<split>_skip_history_metric
 each user's history left out of the ranking, ``eval_<split>_interests-<view>_metrics.json`` with
 another row's interests or none (a run that fuses them); with ``--save_ranks`` also
 ``eval_<...>_ranks.json``, each row's target rank (``experiments/breakdown.py``);
-``--popularity_adjust=A`` ranks by ``log p(item) - A * log(train count + 1)`` (``_popA``). The
-run's own
-``test_metrics.json`` (written by train.py, read by experiments/collect.py) is never touched.
-The data must be what the run was trained on (its ``data.json`` fingerprint); ``--data_dir``
-points at a copy elsewhere.
+``--popularity_adjust=A`` ranks by ``log p(item) - A * log(train count + 1)`` (``_popA``).
+The run's own ``test_metrics.json`` (written by train.py, read by experiments/collect.py) is
+never touched. The data must be what the run was trained on (its ``data.json`` fingerprint);
+``--data_dir`` points at a copy elsewhere.
 """
 
 import json
@@ -20,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from config import Config, ConfigError, given_keys, load_config
@@ -29,6 +27,7 @@ from data.device import resolve_device
 from data.fingerprint import check_fingerprint, data_files, fingerprint
 from data.jsonl import DataError
 from data.paths import dataset_dir, resolve
+from data.popularity import by_emb_id, train_counts
 from model.checkpoint import (
     CheckpointError,
     eval_label,
@@ -83,12 +82,7 @@ def main(argv: list[str]) -> None:
     trie = rec.trie.to(device)
     prior = None
     if cfg.popularity_adjust:
-        train = load_split_tensors(
-            folder, name, "train", rec.emb_map, rec.max_history, max_interests, rec.features
-        )
-        counts = np.bincount(
-            train.target - 1, minlength=len(rec.item_codes) - 1
-        )  # trie: emb id - 1
+        counts = by_emb_id(train_counts(folder, name, interests), rec.emb_map)[1:]  # trie: id - 1
         prior = trie.popularity_prior(torch.from_numpy(counts), cfg.popularity_adjust)
     start = time.perf_counter()
     rows, ranks = rank_split(
@@ -121,7 +115,7 @@ def main(argv: list[str]) -> None:
     out = run_dir / eval_metrics_file(label)
     out.write_text(json.dumps(metrics, indent=1))
     if cfg.save_ranks:
-        write_ranks(run_dir / eval_ranks_file(label), rows, ranks)
+        write_ranks(run_dir / eval_ranks_file(label), cfg.split, rows, ranks)
     print(format_table(metrics, label))
     print(f"{metrics['users']} users in {metrics['seconds']}s; written to {out}")
 

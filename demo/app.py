@@ -63,9 +63,9 @@ def create_app(
     model) loads the extractor at startup; ``/api/health`` says when it is ready.
     """
     if popularity is None:
-        from demo.catalogue import popularity_from_train
+        from data.popularity import train_counts
 
-        popularity = popularity_from_train(Path(recommender.data_folder), recommender.dataset)
+        popularity = train_counts(Path(recommender.data_folder), recommender.dataset)
     catalogue = ShopCatalogue(items, recommender.item_tokens, popularity)
     worker = InterestWorker(
         extractor,

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-
-from data.splits import load_split
 
 _WORD = re.compile(r"[\w][\w'.-]*", re.UNICODE)
 
@@ -49,20 +45,6 @@ def _as_tuple(value: object) -> tuple[str, ...]:
     if isinstance(value, list):
         return tuple(str(v) for v in value if str(v).strip())
     return (str(value),) if value else ()
-
-
-def popularity_from_train(folder: Path, dataset: str) -> Counter[str]:
-    """Purchase counts over the train split, each interaction counted once.
-
-    Train rows are prefixes of one sequence: every item after the first appears once as a target,
-    and the first appears as the whole history of the user's first row.
-    """
-    counts: Counter[str] = Counter()
-    for row in load_split(folder, dataset, "train"):
-        counts[row["target_id"]] += 1
-        if len(row["inter_history"]) == 1:
-            counts[row["inter_history"][0]] += 1
-    return counts
 
 
 class ShopCatalogue:

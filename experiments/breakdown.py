@@ -6,14 +6,13 @@ sasrec=runs/base/sasrec-s*.ranks.json" --out=results/breakdown_base
 
 Each model is ``label=glob``; the files it matches are its seeds, each holding every test row's
 target rank (``evaluate.py --save_ranks=true``; ``experiments/sasrec_seed.py --ranks_out=...``).
-Rows are grouped by how often the target occurs in the training sequences (the same ones SASRec
-trains on: each user's items but the last two) and by history length. Per group and model: the
-mean and spread over seeds, and the ratio to the first model. Writes ``OUT.md`` and ``OUT.json``.
+Rows are grouped by the target's purchases in the train split (``data/popularity.py``) and by
+history length; every row falls in one group of each. Per group and model: the mean and spread
+over seeds, and the ratio to the first model. Writes ``OUT.md`` and ``OUT.json``.
 """
 
 from __future__ import annotations
 
-import collections
 import glob
 import json
 import statistics
@@ -24,30 +23,25 @@ import numpy as np
 
 from config import ConfigError, split_argv
 from data.jsonl import DataError
+from data.popularity import POPULARITY, by_emb_id, group_masks, train_counts
 from data.splits import load_emb_map, load_split
 from model.metrics import ranking_metrics, read_ranks
-from model.sasrec import train_sequences
 
-# (label, lowest, highest) of each group; a test row of 5-core data has 4+ items of history
-POPULARITY = (("0-4", 0, 4), ("5-9", 5, 9), ("10-19", 10, 19), ("20-49", 20, 49), ("50+", 50, None))
-HISTORY = (("4", 4, 4), ("5", 5, 5), ("6-7", 6, 7), ("8-10", 8, 10), ("11+", 11, None))
+# (label, lowest, highest) history length; a test row of 5-core data has 4+ items of history
+HISTORY = (("1-4", 1, 4), ("5", 5, 5), ("6-7", 6, 7), ("8-10", 8, 10), ("11+", 11, None))
 METRICS = ("ndcg@10", "recall@10")
 
 
-def row_features(folder: Path, name: str) -> dict[str, np.ndarray]:
-    """Per test row: the target's count in the training sequences, and the history length."""
+def row_features(folder: Path, name: str) -> dict[str, tuple[np.ndarray, tuple]]:
+    """Per feature of a test row (its target's train purchases, its history length): the
+    row values and the groups to split them into."""
     emb_map = load_emb_map(folder, name)
-    counts = collections.Counter(
-        item
-        for seq in train_sequences(load_split(folder, name, "train", emb_map=emb_map), emb_map)
-        for item in seq
-    )
+    counts = by_emb_id(train_counts(folder, name), emb_map)
     rows = load_split(folder, name, "test", emb_map=emb_map)
+    targets = [emb_map[r["target_id"]] for r in rows]
     return {
-        "target popularity (train occurrences)": np.array(
-            [counts[emb_map[r["target_id"]]] for r in rows]
-        ),
-        "history length": np.array([len(r["inter_history"]) for r in rows]),
+        "target popularity (train purchases)": (counts[targets], POPULARITY),
+        "history length": (np.array([len(r["inter_history"]) for r in rows]), HISTORY),
     }
 
 
@@ -58,29 +52,27 @@ def seed_ranks(pattern: str, n_rows: int) -> list[tuple[str, np.ndarray]]:
         raise ConfigError(f"no file matches '{pattern}'")
     out = []
     for file in files:
-        rows, ranks = read_ranks(Path(file))
-        if len(rows) != n_rows or not np.array_equal(np.sort(rows), np.arange(n_rows)):
+        split, rows, ranks = read_ranks(Path(file))
+        if split != "test":
+            raise ConfigError(f"{file}: ranks the {split} split, not test")
+        if len(rows) != n_rows:
             raise ConfigError(f"{file}: ranks {len(rows)} rows, the test split has {n_rows}")
+        if not np.array_equal(np.sort(rows), np.arange(n_rows)):
+            raise ConfigError(f"{file}: its rows are not the test split's rows 0..{n_rows - 1}")
         ordered = np.empty(n_rows, dtype=np.int64)
         ordered[rows] = ranks
         out.append((file, ordered))
     return out
 
 
-def group_masks(values: np.ndarray, groups) -> dict[str, np.ndarray]:
-    return {
-        label: (values >= lo) & (values <= (hi if hi is not None else values.max()))
-        for label, lo, hi in groups
-    }
-
-
 def breakdown(features: dict, models: dict[str, list[np.ndarray]]) -> list[dict]:
-    """One record per (feature, group): share of rows and each model's metrics over seeds."""
+    """One record per (feature, group): its row count and each model's metrics over seeds."""
     table = []
-    groups_of = dict(zip(features, (POPULARITY, HISTORY), strict=True))
-    for feature, values in features.items():
-        masks = {"all": np.ones(len(values), dtype=bool)} | group_masks(values, groups_of[feature])
-        for label, mask in masks.items():
+    for feature, (values, groups) in features.items():
+        masks = group_masks(values, groups)
+        if not np.logical_or.reduce(list(masks.values())).all():
+            raise ConfigError(f"the {feature} groups {[g[0] for g in groups]} miss some rows")
+        for label, mask in ({"all": np.ones(len(values), dtype=bool)} | masks).items():
             record = {"feature": feature, "group": label, "rows": int(mask.sum())}
             for model, seeds in models.items():
                 per_seed = [ranking_metrics(ranks[mask], [10]) for ranks in seeds]
@@ -93,6 +85,7 @@ def breakdown(features: dict, models: dict[str, list[np.ndarray]]) -> list[dict]
 
 
 def markdown(table: list[dict], models: dict[str, list], files: dict[str, list[str]]) -> str:
+    """The tables of ``breakdown``, NDCG@10 only, each model also as a ratio to the first."""
     first, *others = models
     head = ["group", "rows"] + [f"{m} NDCG@10" for m in models] + [f"{m} / {first}" for m in others]
     lines = []
@@ -114,7 +107,7 @@ def main(argv: list[str]) -> None:
     if missing:
         raise ConfigError(f"missing --{', --'.join(sorted(missing))}")
     features = row_features(Path(args["data"]), args["name"])
-    n_rows = len(next(iter(features.values())))
+    n_rows = len(next(iter(features.values()))[0])
     models, files = {}, {}
     for spec in args["models"].split(";"):
         label, sep, pattern = spec.partition("=")

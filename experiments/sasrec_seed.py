@@ -37,7 +37,7 @@ def main(argv: list[str]) -> None:
     result["seconds"] = result["train_seconds"]
     ranks = result.pop("test_ranks")
     if ranks_out:
-        write_ranks(Path(ranks_out), np.arange(len(ranks)), ranks)
+        write_ranks(Path(ranks_out), "test", np.arange(len(ranks)), ranks)
     write_json(out, result)
 
 

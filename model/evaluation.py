@@ -53,8 +53,8 @@ def rank_split(
     skip_history: bool = False,
     prior: list[torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(rows, ranks)``: each evaluated row of the split (all, or the first ``max_users`` by
-    length order) and its target's 0-based rank in the top ``topk`` (-1: not there), in row order.
+    """``(rows, ranks)``: each evaluated row of the split (all, or its first ``max_users`` rows)
+    and its target's 0-based rank in the top ``topk`` (-1: not there), in row order.
     ``skip_history`` ranks only items outside each row's history as the model reads it (the
     last ``max_history`` items; a purchased item is never a target in these splits, so this is
     the ranking a shop would show). ``prior``: see ``beam_search``.

@@ -148,14 +148,15 @@ class PrefixTrie:
             raise ValueError("item codes are not unique: two items share a full code")
 
     def popularity_prior(self, counts: torch.Tensor, strength: float) -> list[torch.Tensor]:
-        """Per depth, ``-strength * log`` of each node's popularity mass (the sum over its items
-        of ``counts + 1``): at the last depth an item's own, so the beam search ranks by
-        ``log p(item) - strength * log(count + 1)``, a logit adjustment toward rarely bought items
-        (0: plain log-probability). Inner nodes carry their items' total, the same correction
-        for the prefix as a whole."""
-        weight = counts.double().to(self.node_of_item[0].device) + 1
+        """Per depth, the log of each node's mean of ``(count + 1) ** -strength`` over its items.
+        At the last depth that is an item's own ``-strength * log(count + 1)``, so the search
+        ranks items by ``log p(item) - strength * log(count + 1)``, a logit adjustment toward
+        rarely bought items (0: plain log-probability). At an inner node it is the adjusted share
+        of the prefix's probability if that were spread evenly over its items: a mean, not a sum,
+        so a prefix is not pushed down for holding many items."""
+        weight = (counts.double().to(self.node_of_item[0].device) + 1) ** -strength
         return [
-            (-strength * torch.log(torch.bincount(nodes, weight, minlength=len(under)))).float()
+            torch.log(torch.bincount(nodes, weight, minlength=len(under)) / under).float()
             for nodes, under in zip(self.node_of_item, self.items_under, strict=True)
         ]
 

@@ -7,6 +7,7 @@ is absent. Recall@k = share of users with rank < k; NDCG@k = mean of 1/log2(rank
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +33,19 @@ def rank_of_target(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     )
 
 
-def write_ranks(path: Path, rows: np.ndarray, ranks: np.ndarray) -> None:
-    """Each evaluated row's place in its split file and its target's 0-based rank (-1: not
-    returned), one compact line, for per-group metrics (``experiments/breakdown.py``)."""
-    path.write_text(
-        json.dumps({"rows": np.asarray(rows).tolist(), "ranks": np.asarray(ranks).tolist()})
-    )
+def write_ranks(path: Path, split: str, rows: np.ndarray, ranks: np.ndarray) -> None:
+    """Each evaluated row's place in the ``split`` file and its target's 0-based rank (-1: not
+    returned), one compact line, for per-group metrics (``experiments/breakdown.py``). Written
+    whole or not at all (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saved = {"split": split, "rows": np.asarray(rows).tolist(), "ranks": np.asarray(ranks).tolist()}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(saved))
+    os.replace(tmp, path)
 
 
-def read_ranks(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(rows, ranks)`` as ``write_ranks`` stored them."""
+def read_ranks(path: Path) -> tuple[str, np.ndarray, np.ndarray]:
+    """``(split, rows, ranks)`` as ``write_ranks`` stored them."""
     saved = json.loads(path.read_text())
-    return np.asarray(saved["rows"], dtype=np.int64), np.asarray(saved["ranks"], dtype=np.int64)
+    rows, ranks = (np.asarray(saved[k], dtype=np.int64) for k in ("rows", "ranks"))
+    return saved["split"], rows, ranks

@@ -17,13 +17,15 @@ import pytest
 import torch
 
 from config import load_config
-from data.batches import load_split_tensors, with_interests
+from data.batches import load_split_tensors, make_batch, with_interests
 from data.interest_features import InterestFeatures
 from data.paths import REPO_ROOT, datasets_root
 from data.pipeline import build_dataset
 from data.splits import load_emb_map, load_split
+from experiments import code_levels
 from model import Recommender
 from model.checkpoint import BEST, CheckpointError
+from model.evaluation import recommend_batch
 from model.metrics import ranking_metrics, read_ranks
 from model.trainer import Trainer
 
@@ -179,8 +181,8 @@ def test_evaluate_cli_matches_training_test_metrics(
     assert from_cli["users"] == from_training["users"]
     for k in ("recall@1", "recall@10", "ndcg@10"):
         assert from_cli[k] == pytest.approx(from_training[k], abs=1e-9), k
-    rows, ranks = read_ranks(run_dir / "eval_test_ranks.json")  # what breakdown.py reads
-    assert len(rows) == from_training["users"] and (np.diff(rows) > 0).all()
+    split, rows, ranks = read_ranks(run_dir / "eval_test_ranks.json")  # what breakdown.py reads
+    assert split == "test" and len(rows) == from_training["users"] and (np.diff(rows) > 0).all()
     assert ranking_metrics(ranks, [1, 10]) == pytest.approx(
         {k: from_cli[k] for k in ("recall@1", "ndcg@1", "recall@10", "ndcg@10")}
     )
@@ -200,6 +202,30 @@ def test_evaluate_cli_matches_training_test_metrics(
     assert "| test_pop0.5 |" in proc.stdout
     adjusted = json.loads((run_dir / "eval_test_pop0.5_metrics.json").read_text())
     assert adjusted["popularity_adjust"] == 0.5 and adjusted["users"] == from_training["users"]
+
+
+def test_code_level_ranks_agree_with_greedy_search(finished_run: Path, tmp_path: Path) -> None:
+    """experiments/code_levels.py: a target's first code ranks first exactly when constrained
+    greedy search (1 beam) opens with it, and all its codes rank first exactly when greedy search
+    returns it, row by row; the report's groups cover every test row."""
+    rec = Recommender.load(finished_run)
+    data = load_split_tensors(
+        rec.data_folder, rec.dataset, "test", rec.emb_map, rec.max_history,
+        rec.config.max_interests, rec.features,
+    )  # fmt: skip
+    ranks = code_levels.level_ranks(rec, data)
+    assert ranks.shape == (len(data.target), len(rec.trie.child)) and (ranks >= 0).all()
+    batch = make_batch(data, np.arange(len(data.target)), rec.item_codes, rec.features)
+    greedy, _ = recommend_batch(rec.model.eval(), rec.trie, batch, num_beams=1, topk=1)
+    greedy_codes = rec.item_codes[greedy[:, 0]]
+    first = (greedy_codes[:, 0] == batch.target_codes[:, 0]).numpy()
+    assert np.array_equal(ranks[:, 0] == 0, first) and 0 < first.mean() < 1
+    assert np.array_equal((ranks == 0).all(1), (greedy[:, 0] == batch.target_ids).numpy())
+    code_levels.main([f"--ckpt={finished_run}", f"--out={tmp_path / 'levels'}"])
+    report = json.loads((tmp_path / "levels.json").read_text())
+    rows = {g["group"]: g["rows"] for g in report["groups"]}
+    assert rows.pop("all") == len(data.target) == sum(rows.values())
+    assert 0 <= report["popularity_variance_explained_by_first_code"] <= 1
 
 
 def test_interest_views_keep_everything_but_whose_interests(small_data: Path) -> None:
