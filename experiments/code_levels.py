@@ -107,7 +107,7 @@ def main(argv: list[str]) -> None:
         "Valid codes per prefix, by level: " + ", ".join(f"{s:.1f}" for s in siblings),
         "Share of the items' log-popularity variance explained by their first code: "
         f"{result['popularity_variance_explained_by_first_code']:.3f}\n",
-        "| target's train occurrences | rows | median rank per level | top-1 share per level |",
+        "| target's train purchases | rows | median rank per level | top-1 share per level |",
         "|---|---|---|---|",
     ]
     for g in groups:
