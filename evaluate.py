@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from config import Config, ConfigError, given_keys, load_config
-from data.batches import load_split_tensors, with_interests
+from data.batches import with_interests
 from data.device import resolve_device
 from data.fingerprint import check_fingerprint, data_files, fingerprint
 from data.jsonl import DataError
@@ -74,10 +74,7 @@ def main(argv: list[str]) -> None:
     rec = Recommender.load(run_dir, folder.parent)
     device = resolve_device(cfg.device)
     rec.model.to(device)
-    max_interests = rec.config.max_interests
-    data = load_split_tensors(
-        folder, name, cfg.split, rec.emb_map, rec.max_history, max_interests, rec.features
-    )
+    data = rec.split_tensors(folder, cfg.split)
     data = with_interests(data, cfg.eval_interests, seed=saved["seed"])
     trie = rec.trie.to(device)
     prior = None

@@ -57,9 +57,10 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     return n
 
 
-def write_json(path: str | Path, obj: Any) -> None:
+def write_json(path: str | Path, obj: Any, indent: int | None = 1) -> None:
+    """Write atomically (temp file + rename); ``indent=None`` writes one compact line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
+    tmp.write_text(json.dumps(obj, indent=indent, ensure_ascii=False))
     os.replace(tmp, path)

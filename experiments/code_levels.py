@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from config import ConfigError, split_argv
-from data.batches import load_split_tensors, make_batch
+from data.batches import make_batch
 from data.jsonl import DataError
 from data.paths import dataset_dir, resolve
 from data.popularity import POPULARITY, by_emb_id, group_masks, train_counts
@@ -68,15 +68,7 @@ def main(argv: list[str]) -> None:
     folder = dataset_dir(args.get("data_dir", saved["data_dir"]), saved["dataset"])
     rec = Recommender.load(run_dir, folder.parent)
     counts = by_emb_id(train_counts(folder, saved["dataset"]), rec.emb_map)
-    data = load_split_tensors(
-        folder,
-        saved["dataset"],
-        "test",
-        rec.emb_map,
-        rec.max_history,
-        rec.config.max_interests,
-        rec.features,
-    )
+    data = rec.split_tensors(folder, "test")
     ranks = level_ranks(rec, data)
     popularity = counts[data.target]
     siblings = [float((t >= 0).sum(1).float().mean()) for t in rec.trie.child]

@@ -7,10 +7,11 @@ is absent. Recall@k = share of users with rank < k; NDCG@k = mean of 1/log2(rank
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from data.jsonl import write_json
 
 
 def ranking_metrics(ranks: np.ndarray, topk: list[int]) -> dict[str, float]:
@@ -35,13 +36,9 @@ def rank_of_target(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 def write_ranks(path: Path, split: str, rows: np.ndarray, ranks: np.ndarray) -> None:
     """Each evaluated row's place in the ``split`` file and its target's 0-based rank (-1: not
-    returned), one compact line, for per-group metrics (``experiments/breakdown.py``). Written
-    whole or not at all (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    returned), one compact line, for per-group metrics (``experiments/breakdown.py``)."""
     saved = {"split": split, "rows": np.asarray(rows).tolist(), "ranks": np.asarray(ranks).tolist()}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(saved))
-    os.replace(tmp, path)
+    write_json(path, saved, indent=None)
 
 
 def read_ranks(path: Path) -> tuple[str, np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from config import Config
-from data.batches import Batch, load_semantic_embeddings
+from data.batches import Batch, SplitTensors, load_semantic_embeddings, load_split_tensors
 from data.interest_features import InterestFeatures
 from data.interests.recipe import SETTINGS_FILE
 from data.paths import dataset_dir
@@ -76,6 +76,19 @@ class Recommender:
     @property
     def data_folder(self) -> Path:
         return dataset_dir(self.config.data_dir, self.config.dataset)
+
+    def split_tensors(self, folder: Path, split: str) -> SplitTensors:
+        """A split of the run's dataset in ``folder`` as the model reads it (history length,
+        interest phrases)."""
+        return load_split_tensors(
+            folder,
+            self.dataset,
+            split,
+            self.emb_map,
+            self.max_history,
+            self.config.max_interests,
+            self.features,
+        )
 
     @property
     def max_history(self) -> int:

@@ -39,7 +39,6 @@ def ranks_file(
     path: Path, ranks: list[int], order: list[int] | None = None, split: str = "test"
 ) -> str:
     """A rank file whose rows may be stored out of order (as a multi-process evaluation might)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = np.array(order if order is not None else range(len(ranks)))
     write_ranks(path, split, rows, np.array(ranks)[rows])
     return str(path)

@@ -209,10 +209,7 @@ def test_code_level_ranks_agree_with_greedy_search(finished_run: Path, tmp_path:
     greedy search (1 beam) opens with it, and all its codes rank first exactly when greedy search
     returns it, row by row; the report's groups cover every test row."""
     rec = Recommender.load(finished_run)
-    data = load_split_tensors(
-        rec.data_folder, rec.dataset, "test", rec.emb_map, rec.max_history,
-        rec.config.max_interests, rec.features,
-    )  # fmt: skip
+    data = rec.split_tensors(rec.data_folder, "test")
     ranks = code_levels.level_ranks(rec, data)
     assert ranks.shape == (len(data.target), len(rec.trie.child)) and (ranks >= 0).all()
     batch = make_batch(data, np.arange(len(data.target)), rec.item_codes, rec.features)
