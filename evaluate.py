@@ -2,13 +2,15 @@
 
 python evaluate.py --ckpt=RUN_DIR --split=valid|test [--num_beams=N] [--data_dir=DIR] [--device=D]
     [--skip_history=true] [--eval_interests=own|shuffled|none] [--save_ranks=true]
-    [--popularity_adjust=A]
+    [--popularity_adjust=A] [--rank_by=codes|items|both]
 
 Writes ``RUN_DIR/eval_<split>_metrics.json``: ``eval_<split>_skip_history_metrics.json`` with
 each user's history left out of the ranking, ``eval_<split>_interests-<view>_metrics.json`` with
 another row's interests or none (a run that fuses them); with ``--save_ranks`` also
 ``eval_<...>_ranks.json``, each row's target rank (``experiments/breakdown.py``);
-``--popularity_adjust=A`` ranks by ``log p(item) - A * log(train count + 1)`` (``_popA``).
+``--popularity_adjust=A`` ranks by ``log p(item) - A * log(train count + 1)`` (``_popA``);
+``--rank_by`` ranks a run with an item head by its codes, its item head or both (``_by-codes``...;
+default: as the run was trained).
 The run's own ``test_metrics.json`` (written by train.py, read by experiments/collect.py) is
 never touched. The data must be what the run was trained on (its ``data.json`` fingerprint);
 ``--data_dir`` points at a copy elsewhere.
@@ -35,7 +37,7 @@ from model.checkpoint import (
     eval_ranks_file,
     read_config,
 )
-from model.evaluation import rank_split, split_metrics
+from model.evaluation import Ranking, rank_split, split_metrics
 from model.metrics import write_ranks
 from model.recommender import Recommender
 from model.report import format_table
@@ -81,6 +83,11 @@ def main(argv: list[str]) -> None:
     if cfg.popularity_adjust:
         counts = by_emb_id(train_counts(folder, name, interests), rec.emb_map)[1:]  # trie: id - 1
         prior = trie.popularity_prior(torch.from_numpy(counts), cfg.popularity_adjust)
+    by = None if cfg.rank_by == "run" else cfg.rank_by
+    try:
+        ranking = Ranking.of(rec.config, by)
+    except ValueError as err:
+        raise ConfigError(f"--rank_by={cfg.rank_by}: {run_dir}: {err}") from None
     start = time.perf_counter()
     rows, ranks = rank_split(
         rec.model,
@@ -97,6 +104,7 @@ def main(argv: list[str]) -> None:
         desc=cfg.split,
         skip_history=bool(cfg.skip_history),
         prior=prior,
+        ranking=ranking,
     )
     metrics = split_metrics(ranks, list(cfg.topk))
     metrics["seconds"] = round(time.perf_counter() - start, 2)
@@ -106,9 +114,16 @@ def main(argv: list[str]) -> None:
         skip_history=bool(cfg.skip_history),
         eval_interests=cfg.eval_interests,
         popularity_adjust=cfg.popularity_adjust,
+        rank_by=ranking.by,
         data=str(folder),
     )
-    label = eval_label(cfg.split, bool(cfg.skip_history), cfg.eval_interests, cfg.popularity_adjust)
+    label = eval_label(
+        cfg.split,
+        bool(cfg.skip_history),
+        cfg.eval_interests,
+        cfg.popularity_adjust,
+        "" if by is None else by,
+    )
     out = run_dir / eval_metrics_file(label)
     out.write_text(json.dumps(metrics, indent=1))
     if cfg.save_ranks:

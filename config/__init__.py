@@ -26,7 +26,16 @@ SCRIPTS = ("data_process", "train", "evaluate", "demo")
 # Keys that have a new name: the old one is refused with the new name, never silently ignored.
 RENAMED = {"max_his_len": "max_history"}
 # Keys added after runs were saved without them, with the value that reproduces those runs.
-ADDED = {"item_tokenizer": "rqvae", "bf16": False, "interest_dropout": 0.0}
+ADDED = {
+    "item_tokenizer": "rqvae",
+    "bf16": False,
+    "interest_dropout": 0.0,
+    "item_head": False,
+    "item_loss_weight": 1.0,
+    "rank_by": "both",
+    "item_score_weight": 1.0,
+    "item_candidates": 20,
+}
 
 
 class ConfigError(ValueError):

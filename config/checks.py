@@ -23,6 +23,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "fusion_combine": ("last", "weighted", "concat"),
     "split": ("train", "valid", "test"),
     "eval_interests": ("own", "shuffled", "none"),
+    "rank_by": ("run", "codes", "items", "both"),  # run: evaluate.py only (as the run was trained)
 }
 
 # Smallest value that works; zero or less would divide by zero, loop forever or silently do nothing.
@@ -64,6 +65,8 @@ MINIMUM: dict[str, float] = {
     "model_threads": 1,
     "max_eval_users": 0,
     "time_budget_s": 0,
+    "item_loss_weight": 0,
+    "item_candidates": 0,
 }
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -120,6 +123,9 @@ def problems(cfg: dict) -> list[str]:
         for key in ("sasrec_negatives", "sasrec_label_smoothing"):
             if ecfg.get(key):
                 out.append(f"--embeddings.{key}={ecfg[key]}: applies to sasrec_loss: softmax")
+    found, rank_by = _lookup(cfg, "rank_by")
+    if found and rank_by == "run" and _lookup(cfg, "item_head")[0]:
+        out.append("--rank_by=run: evaluate.py's choice; a run ranks by codes | items | both")
     found, hide = _lookup(cfg, "interest_dropout")
     if found and not 0 <= hide < 1:
         out.append(f"--interest_dropout: a probability in [0, 1), got {hide}")

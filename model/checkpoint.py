@@ -60,14 +60,19 @@ def load_state_strict(module: nn.Module, state: dict, what: str) -> None:
 
 
 def eval_label(
-    split: str, skip_history: bool = False, interests: str = "own", popularity: float = 0.0
+    split: str,
+    skip_history: bool = False,
+    interests: str = "own",
+    popularity: float = 0.0,
+    rank_by: str = "",
 ) -> str:
     """What evaluate.py calls a ranking of ``split``: ``test``, ``test_skip_history``,
-    ``test_interests-none``, ``test_pop0.5``, ... (its table row and its file,
-    ``eval_metrics_file``)."""
+    ``test_interests-none``, ``test_pop0.5``, ``test_by-items``, ... (its table row and its
+    file, ``eval_metrics_file``); ``rank_by`` empty: the run's own ranking."""
     label = split + ("_skip_history" if skip_history else "")
     label += "" if interests == "own" else f"_interests-{interests}"
-    return label + (f"_pop{popularity:g}" if popularity else "")
+    label += f"_pop{popularity:g}" if popularity else ""
+    return label + (f"_by-{rank_by}" if rank_by else "")
 
 
 def eval_metrics_file(label: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -14,6 +16,37 @@ from model.item_codes import PrefixTrie
 from model.metrics import ranking_metrics
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """How a run with an item head ranks (without one: always ``codes``, the beam's order).
+
+    ``both`` re-ranks the beam's ``num_beams`` items together with the item head's top
+    ``item_candidates`` by ``log p(codes) + item_score_weight * log p(item)``: both terms are
+    computed exactly for every candidate, so a rare item the beam pruned can still come first."""
+
+    by: str = "codes"
+    item_score_weight: float = 1.0
+    item_candidates: int = 20
+
+    @classmethod
+    def of(cls, cfg, by: str | None = None) -> Ranking:
+        """A run's ranking from its config (``by`` overrides ``rank_by``)."""
+        if not cfg.item_head:
+            if by not in (None, "codes"):
+                raise ValueError(f"rank_by={by}: the run has no item head (item_head=false)")
+            return cls()
+        return cls(by or cfg.rank_by, cfg.item_score_weight, cfg.item_candidates)
+
+
+def _without(scores: torch.Tensor, exclude: torch.Tensor | None) -> torch.Tensor:
+    """Item scores ``[B, N]`` (emb ids) with each row's ``exclude`` ids (0 = none) at -inf."""
+    if exclude is None:
+        return scores
+    hidden = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, exclude, True)
+    hidden[:, 0] = True  # padding is never an item
+    return scores.masked_fill(hidden, float("-inf"))
+
+
 @torch.no_grad()
 def recommend_batch(
     model: GenerativeRecommender,
@@ -23,14 +56,40 @@ def recommend_batch(
     topk: int,
     exclude: torch.Tensor | None = None,
     prior: list[torch.Tensor] | None = None,
+    ranking: Ranking = Ranking(),
+    item_codes: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Item ids (emb_map ids; 0 = no item) ``[B, topk]`` and scores for one batch, without the
-    emb ids in each row of ``exclude [B, N]`` (0 = none); ``prior``: see ``beam_search``."""
+    emb ids in each row of ``exclude [B, N]`` (0 = none); ``prior``: see ``beam_search``.
+    ``ranking`` other than codes needs the model's item head and, for ``both``, ``item_codes``
+    (``[items + 1, depth]``, by emb id)."""
     memory, memory_mask, _ = model.encode(batch)
-    if exclude is not None:
-        exclude = exclude - 1  # the trie indexes items from 0; emb id 0 ([PAD]) -> -1, none
-    items, scores = beam_search(model, trie, memory, memory_mask, num_beams, topk, exclude, prior)
-    return items + 1, scores  # trie indexes items from 0; emb ids start at 1 (0 is [PAD])
+    if ranking.by == "items":
+        logp = torch.log_softmax(model.item_head(model.start_state(memory, memory_mask)), -1)
+        scores, items = _without(logp, exclude).topk(topk, -1)
+        return torch.where(torch.isfinite(scores), items, 0), scores
+    width = max(num_beams, topk) if ranking.by == "both" else topk
+    trie_exclude = None if exclude is None else exclude - 1  # trie indexes items from 0: -1 none
+    items, scores = beam_search(
+        model, trie, memory, memory_mask, num_beams, width, trie_exclude, prior
+    )
+    items = items + 1  # emb ids start at 1 (0 is [PAD]); no item -> 0
+    if ranking.by == "codes":
+        return items, scores
+    if item_codes is None:
+        raise ValueError("ranking by both needs item_codes")
+    item_logp = torch.log_softmax(model.item_head(model.start_state(memory, memory_mask)), -1)
+    item_logp = _without(item_logp, exclude)
+    extra = item_logp.topk(min(ranking.item_candidates, item_logp.shape[1]), -1).indices
+    cand = torch.cat([items, extra], 1)  # [B, M] emb ids
+    m = cand.shape[1]
+    earlier = torch.ones(m, m, dtype=torch.bool, device=cand.device).tril(-1)
+    repeated = ((cand[:, :, None] == cand[:, None, :]) & earlier).any(-1)
+    code_logp = model.code_log_probs(memory, memory_mask, item_codes.to(cand.device)[cand])
+    total = code_logp + ranking.item_score_weight * item_logp.gather(1, cand)
+    total = total.masked_fill(repeated | (cand == 0), float("-inf"))
+    scores, order = total.topk(topk, -1)
+    return torch.where(torch.isfinite(scores), cand.gather(1, order), 0), scores
 
 
 @torch.no_grad()
@@ -52,12 +111,13 @@ def rank_split(
     desc: str = "eval",
     skip_history: bool = False,
     prior: list[torch.Tensor] | None = None,
+    ranking: Ranking = Ranking(),
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, ranks)``: each evaluated row of the split (all, or its first ``max_users`` rows)
     and its target's 0-based rank in the top ``topk`` (-1: not there), in row order.
     ``skip_history`` ranks only items outside each row's history as the model reads it (the
     last ``max_history`` items; a purchased item is never a target in these splits, so this is
-    the ranking a shop would show). ``prior``: see ``beam_search``.
+    the ranking a shop would show). ``prior``: see ``beam_search``; ``ranking``: ``Ranking``.
 
     With several processes each takes every ``world``-th batch and ``gather`` (accelerate's
     ``gather_for_metrics``-like callable) collects (row, rank) pairs, so each user counts once.
@@ -71,7 +131,9 @@ def rank_split(
     for rows in tqdm(mine, desc=desc, leave=False, disable=rank != 0):
         batch = make_batch(data, rows, item_codes, features).to(device)
         exclude = batch.history_ids if skip_history else None
-        items, _ = recommend_batch(model, trie, batch, num_beams, topk, exclude, prior)
+        items, _ = recommend_batch(
+            model, trie, batch, num_beams, topk, exclude, prior, ranking, item_codes
+        )
         hit = items == batch.target_ids[:, None]
         ranks = torch.where(hit.any(1), hit.float().argmax(1), -1)
         rows_out.append(torch.from_numpy(rows))

@@ -7,6 +7,12 @@ decoder's logits at level ``l`` are its state dotted with that level's table (ET
 With ``interest_fusion`` the encoder states cross-attend to the interest phrases (model/fusion.py)
 and the projected interest tokens are appended to the memory the decoder cross-attends to, so a
 change of interests changes the decoder's logits. Without it, interests are never read.
+
+With ``item_head`` the decoder's first state also scores every item directly against one learned
+vector per item. Codes are shared: among the ~20 items under a prefix nothing in the code logits
+tells a rarely bought item from its popular siblings (README, "Where in the code the rare targets
+are lost"), while a per-item vector, trained with a softmax over all items as SASRec's is, does.
+Rankings then add the two log-probabilities (model/evaluation.py).
 """
 
 from __future__ import annotations
@@ -14,15 +20,31 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
-from transformers.cache_utils import EncoderDecoderCache
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from data.batches import Batch
 from model.fusion import build_fusion
 from model.rqvae import mlp
 
 
+class ItemHead(nn.Module):
+    """Logits over all items ``[B, num_items]`` (row 0 of the table is padding: -inf) from a
+    decoder state."""
+
+    def __init__(self, d_model: int, num_items: int):
+        super().__init__()
+        self.query = nn.Linear(d_model, d_model)
+        self.table = nn.Embedding(num_items, d_model)
+        nn.init.normal_(self.table.weight, std=d_model**-0.5)
+        self.scale = d_model**-0.5
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        logits = (self.query(state) * self.scale) @ self.table.weight.t()
+        return logits.index_fill(-1, logits.new_zeros(1, dtype=torch.long), float("-inf"))
+
+
 class GenerativeRecommender(nn.Module):
-    def __init__(self, cfg, code_depth: int, code_size: int, semantic_dim: int):
+    def __init__(self, cfg, code_depth: int, code_size: int, semantic_dim: int, num_items: int = 0):
         super().__init__()
         self.code_depth = code_depth  # tokens per item (RQ-VAE levels + collision token)
         self.code_size = code_size
@@ -48,6 +70,11 @@ class GenerativeRecommender(nn.Module):
         # semantic embedding space (PSA)
         self.sia_head = mlp([cfg.d_model, cfg.d_model, cfg.e_dim])
         self.psa_head = mlp([cfg.d_model, cfg.d_model, semantic_dim])
+        self.item_head = None
+        if cfg.item_head:
+            if num_items < 2:
+                raise ValueError(f"item_head needs the item count (+ padding), got {num_items}")
+            self.item_head = ItemHead(cfg.d_model, num_items)
 
     @property
     def code_table(self) -> torch.Tensor:
@@ -96,8 +123,38 @@ class GenerativeRecommender(nn.Module):
         start = 1 + level * self.code_size
         return (states * self.scale) @ self.code_table[start : start + self.code_size].t()
 
+    def start_state(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+        """The decoder's first state ``[B, d]`` (before any code), which the item head reads."""
+        start = memory.new_zeros((memory.shape[0], 1), dtype=torch.long)
+        return self.decode(start, memory, memory_mask)[:, 0]
+
+    def code_log_probs(
+        self, memory: torch.Tensor, memory_mask: torch.Tensor, codes: torch.Tensor
+    ) -> torch.Tensor:
+        """``log p(codes)`` ``[B, M]`` of ``M`` given items per user (``codes [B, M, depth]``),
+        teacher-forced, summed over levels exactly as ``beam_search`` scores its beams. The first
+        step runs once per user and its cache (cross-attention keys/values included) is copied to
+        the ``M`` candidates, which then feed their remaining codes in one decoder call."""
+        b, m, depth = codes.shape
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        start = memory.new_zeros((b, 1), dtype=torch.long)
+        first = self.decode(start, memory, memory_mask, cache)[:, -1]
+        total = torch.log_softmax(self.level_logits(first, 0), -1).gather(1, codes[:, :, 0])
+        if depth == 1:
+            return total
+        rows = torch.arange(b, device=memory.device).repeat_interleave(m)
+        cache.self_attention_cache.reorder_cache(rows)
+        cache.cross_attention_cache.reorder_cache(rows)
+        tokens = self.tokens(codes)[:, :, :-1].reshape(b * m, depth - 1)
+        states = self.decode(tokens, memory[:1].expand(b * m, -1, -1), memory_mask[rows], cache)
+        for level in range(1, depth):
+            logp = torch.log_softmax(self.level_logits(states[:, level - 1], level), -1)
+            total = total + logp.gather(1, codes[:, :, level].reshape(-1, 1)).view(b, m)
+        return total
+
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Teacher-forced pass: code logits ``[B, depth, K]`` and the alignment heads' outputs."""
+        """Teacher-forced pass: code logits ``[B, depth, K]``, the alignment heads' outputs and,
+        with ``item_head``, item logits ``[B, num_items]``."""
         memory, memory_mask, pooled = self.encode(batch)
         target_tokens = self.tokens(batch.target_codes)
         start = target_tokens.new_zeros(target_tokens.shape[0], 1)
@@ -106,8 +163,11 @@ class GenerativeRecommender(nn.Module):
         logits = torch.stack(
             [self.level_logits(states[:, lv], lv) for lv in range(self.code_depth)], 1
         )
-        return {
+        out = {
             "logits": logits,
             "seq_latent": self.sia_head(pooled),
             "pref_semantic": self.psa_head(states[:, 0]),
         }
+        if self.item_head is not None:
+            out["item_logits"] = self.item_head(states[:, 0])
+        return out

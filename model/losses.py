@@ -52,7 +52,8 @@ def recommender_objective(
     cfg,
     align: bool,
 ) -> dict[str, torch.Tensor]:
-    """A recommender step's loss: code cross-entropy, plus SIA and PSA once aligned. ``out`` is
+    """A recommender step's loss: code cross-entropy (and item cross-entropy with the item
+    head), plus SIA and PSA once aligned. ``out`` is
     the generator's output, ``item`` the (frozen) tokenizer's on the target items, and
     ``code_logits_of`` maps a latent to the tokenizer's per-level code logits. The alignment
     terms are computed even at weight 0 (warm-up, finetune) so every parameter gets a gradient,
@@ -64,7 +65,11 @@ def recommender_objective(
     loss = cfg.rec_code_weight * l_code + w * (
         cfg.rec_kl_weight * l_sia + cfg.rec_dec_cl_weight * l_psa
     )
-    return {"loss": loss, "code": l_code, "sia": l_sia, "psa": l_psa}
+    losses = {"code": l_code, "sia": l_sia, "psa": l_psa}
+    if "item_logits" in out:  # item head: softmax over all items, in every stage
+        losses["item"] = F.cross_entropy(out["item_logits"], target_ids)
+        loss = loss + cfg.item_loss_weight * losses["item"]
+    return {"loss": loss, **losses}
 
 
 def tokenizer_objective(

@@ -19,15 +19,18 @@ from data.interests.recipe import SETTINGS_FILE
 from data.paths import dataset_dir
 from data.splits import PAD, load_emb_map
 from model.checkpoint import BEST, load_best, read_config
-from model.evaluation import recommend_batch
+from model.evaluation import Ranking, recommend_batch
 from model.generator import GenerativeRecommender
 from model.item_codes import PrefixTrie
 from model.item_tokenizer import ItemTokenizer, build_tokenizer
 
 
-def build_models(cfg: Config, semantic_dim: int) -> tuple[ItemTokenizer, GenerativeRecommender]:
+def build_models(
+    cfg: Config, semantic_dim: int, num_items: int = 0
+) -> tuple[ItemTokenizer, GenerativeRecommender]:
+    """The tokenizer and the recommender; ``num_items`` (items + padding) sizes the item head."""
     tokenizer = build_tokenizer(cfg, semantic_dim)
-    model = GenerativeRecommender(cfg, cfg.code_levels + 1, cfg.code_size, semantic_dim)
+    model = GenerativeRecommender(cfg, cfg.code_levels + 1, cfg.code_size, semantic_dim, num_items)
     return tokenizer, model
 
 
@@ -60,7 +63,7 @@ class Recommender:
         folder = dataset_dir(data_dir or cfg.data_dir, cfg.dataset)
         emb_map = load_emb_map(folder, cfg.dataset)
         semantic = load_semantic_embeddings(folder, cfg.dataset, cfg.semantic_emb, len(emb_map) - 1)
-        tokenizer, model = build_models(cfg, semantic.shape[1])
+        tokenizer, model = build_models(cfg, semantic.shape[1], semantic.shape[0])
         item_codes = load_best(run_dir / BEST, model, tokenizer)
         features = (
             InterestFeatures.load(folder, cfg.dataset, run_dir / SETTINGS_FILE)
@@ -132,7 +135,16 @@ class Recommender:
         batch = Batch(self.item_codes[ids], ids > 0, **self._interest_inputs(interests))
         skip = torch.tensor([sorted({self.emb_map[t] for t in exclude}) or [0]])
         beams = max(num_beams or self.config.num_beams, k)
-        items, scores = recommend_batch(self.model, self.trie, batch, beams, k, skip)
+        items, scores = recommend_batch(
+            self.model,
+            self.trie,
+            batch,
+            beams,
+            k,
+            skip,
+            ranking=Ranking.of(self.config),
+            item_codes=self.item_codes,
+        )
         return [
             (self.id_to_token[int(i)], float(s))
             for i, s in zip(items[0], scores[0], strict=True)

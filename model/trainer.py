@@ -52,7 +52,7 @@ from model.checkpoint import (
     save_best,
     save_config,
 )
-from model.evaluation import rank_split, split_metrics
+from model.evaluation import Ranking, rank_split, split_metrics
 from model.item_codes import PrefixTrie, derive_item_codes
 from model.losses import recommender_objective, tokenizer_objective
 from model.recommender import build_models
@@ -113,7 +113,8 @@ class Trainer:
         self.semantic = load_semantic_embeddings(
             folder, cfg.dataset, cfg.semantic_emb, len(self.emb_map) - 1
         )
-        self.tokenizer, self.model = build_models(cfg, self.semantic.shape[1])
+        n_rows, dim = self.semantic.shape  # items + padding
+        self.tokenizer, self.model = build_models(cfg, dim, n_rows)
         self.tokenizer.to(self.device)
         self.model.to(self.device)
         self.semantic_dev = self.semantic.to(self.device)
@@ -235,6 +236,7 @@ class Trainer:
             gather=self.gather if self.acc.num_processes > 1 else None,
             desc=desc,
             skip_history=skip_history,
+            ranking=Ranking.of(self.cfg),
         )
         return split_metrics(ranks, list(self.cfg.topk))
 

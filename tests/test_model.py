@@ -12,6 +12,7 @@ from config import ConfigError, load_config
 from data.batches import Batch
 from model.beam import beam_search
 from model.checkpoint import CheckpointError, load_state_strict
+from model.evaluation import Ranking, recommend_batch
 from model.fusion import FUSIONS, CrossAttentionLayer, InterestFusion, register
 from model.generator import GenerativeRecommender
 from model.item_codes import PrefixTrie, assign_unique_codes
@@ -364,3 +365,87 @@ def test_a_full_code_space_is_refused() -> None:
     codes = torch.zeros(9, 2, dtype=torch.long)
     with pytest.raises(ValueError, match="more items than the codebooks can hold"):
         assign_unique_codes(codes, torch.rand(9, k), k)
+
+
+def item_head_setup(n_items: int = 30) -> tuple:
+    """A model with an item head over ``n_items`` (emb ids 1..n; row 0 of the codes is padding),
+    its trie, a history batch, its encoding and each user's exact code and item log-probs."""
+    codes = random_codes(n_items)
+    torch.manual_seed(0)
+    model = GenerativeRecommender(
+        tiny_cfg(interest_fusion=False, item_head=True), DEPTH, CODE_SIZE, 16, n_items + 1
+    ).eval()
+    batch = history_batch(codes)
+    with torch.no_grad():
+        memory, mask, _ = model.encode(Batch(**batch))
+        code_logp = exhaustive_scores(model, batch, codes)  # [B, n] by trie index
+        item_logp = torch.log_softmax(model.item_head(model.start_state(memory, mask)), -1)
+    by_emb_id = torch.cat([torch.zeros(1, DEPTH, dtype=torch.long), codes])
+    return codes, model, PrefixTrie(codes, CODE_SIZE), batch, by_emb_id, code_logp, item_logp
+
+
+def test_candidate_code_log_probs_equal_the_teacher_forced_ones() -> None:
+    codes, model, _, batch, _, code_logp, item_logp = item_head_setup()
+    memory, mask, _ = model.encode(Batch(**batch))
+    pick = torch.tensor([[0, 5, 29], [3, 3, 7], [12, 1, 0]])
+    with torch.no_grad():
+        got = model.code_log_probs(memory, mask, codes[pick])
+        out = model(Batch(**batch, target_codes=codes[pick[:, 0]], target_ids=pick[:, 0] + 1))
+    assert torch.allclose(got, code_logp.gather(1, pick), atol=1e-5)
+    assert item_logp[:, 0].eq(float("-inf")).all()  # padding is never recommended
+    assert torch.allclose(out["item_logits"].log_softmax(-1), item_logp, atol=1e-5)
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.3])
+def test_ranking_by_both_is_exact_when_the_candidates_cover_all_items(weight: float) -> None:
+    """With beams and item candidates covering every item, ``both`` returns the exact top 10 of
+    ``log p(codes) + weight * log p(item)``; ``items`` the item head's top 10; both leave out
+    excluded items."""
+    codes, model, trie, batch, by_emb_id, code_logp, item_logp = item_head_setup()
+    exact = code_logp + weight * item_logp[:, 1:]  # trie index i is emb id i + 1
+    exclude = exact.topk(2, -1).indices + 1  # each user's two best, as emb ids
+    exclude[1, 1] = 0  # a padded slot excludes nothing
+    both = Ranking("both", weight, item_candidates=30)
+    with torch.no_grad():
+        items, scores = recommend_batch(
+            model, trie, Batch(**batch), 30, 10, None, None, both, by_emb_id
+        )
+        kept, _ = recommend_batch(
+            model, trie, Batch(**batch), 30, 10, exclude, None, both, by_emb_id
+        )
+        by_item, _ = recommend_batch(model, trie, Batch(**batch), 30, 10, ranking=Ranking("items"))
+    best = exact.topk(10, -1)
+    assert torch.equal(items, best.indices + 1)
+    assert torch.allclose(scores, best.values, atol=1e-4)
+    assert torch.equal(by_item, item_logp.topk(10, -1).indices)
+    for u in range(3):
+        left_out = {i for i in exclude[u].tolist() if i > 0}
+        order = [i + 1 for i in exact[u].argsort(descending=True).tolist()]
+        assert kept[u].tolist() == [i for i in order if i not in left_out][:10]
+
+
+def test_item_candidates_reach_items_the_beam_pruned() -> None:
+    """A narrow beam keeps few first codes; the item head's candidates still bring in the item
+    with the best combined score when the beam missed it."""
+    codes, model, trie, batch, by_emb_id, code_logp, item_logp = item_head_setup()
+    model.item_head.table.weight.data[1:] *= 40  # a sharp item head: it decides the ranking
+    with torch.no_grad():
+        item_logp = torch.log_softmax(
+            model.item_head(model.start_state(*model.encode(Batch(**batch))[:2])), -1
+        )
+        args = (model, trie, Batch(**batch), 1, 5, None, None)
+        codes_only, _ = recommend_batch(*args, Ranking("codes"), by_emb_id)
+        narrow, _ = recommend_batch(*args, Ranking("both", 1.0, 0), by_emb_id)
+        wide, _ = recommend_batch(*args, Ranking("both", 1.0, 30), by_emb_id)
+    exact = (code_logp + item_logp[:, 1:]).argmax(-1) + 1
+    assert torch.equal(wide[:, 0], exact)
+    assert not torch.equal(narrow[:, 0], exact)  # the beam alone missed it for some user
+    assert set(narrow[0].tolist()) == set(codes_only[0].tolist())  # no candidates: the beam's
+
+
+def test_a_run_without_item_head_ranks_only_by_codes() -> None:
+    cfg = tiny_cfg(interest_fusion=False)
+    assert Ranking.of(cfg) == Ranking("codes")
+    with pytest.raises(ValueError, match="no item head"):
+        Ranking.of(cfg, "items")
+    assert Ranking.of(tiny_cfg(interest_fusion=False, item_head=True)).by == "both"
