@@ -301,6 +301,43 @@ def test_interest_views_need_a_run_that_reads_interests(finished_run: Path, tmp_
     assert "--eval_interests=none" in line and "was trained without interests" in line
 
 
+def test_an_item_head_run_learns_its_items_and_ranks_each_way(
+    small_data: Path, finished_run: Path, tmp_path: Path
+) -> None:
+    """``--item_head=true`` trains the item loss in every recommender step; train.py's test
+    metrics are evaluate.py's default ranking (both), the other rankings get their own files,
+    and the demo's ``Recommender`` serves it. A run without the head refuses ``--rank_by``."""
+    proc = run_script(["train.py", *train_args(small_data, tmp_path, "items", "--item_head=true")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "items"
+    item_loss = [
+        r["item"] for r in read_log(run_dir) if r.get("mode") in ("recommender", "finetune")
+    ]
+    assert len(item_loss) >= 3 and item_loss[-1] < item_loss[0]
+    trained = json.loads((run_dir / "test_metrics.json").read_text())
+    args = ["--split=test", "--num_beams=5", "--max_eval_users=500"]
+    got = {}
+    for by in ("run", "codes", "items"):
+        proc = run_script(["evaluate.py", f"--ckpt={run_dir}", f"--rank_by={by}", *args])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        label = "test" if by == "run" else f"test_by-{by}"
+        assert f"| {label} |" in proc.stdout
+        got[by] = json.loads((run_dir / f"eval_{label}_metrics.json").read_text())
+    assert got["run"]["rank_by"] == "both" and got["codes"]["rank_by"] == "codes"
+    for k in ("recall@1", "recall@10", "ndcg@10"):
+        assert got["run"][k] == pytest.approx(trained[k], abs=1e-9), k
+    assert got["items"]["ndcg@10"] != got["codes"]["ndcg@10"]
+    rec = Recommender.load(run_dir)
+    history = load_split(small_data / "small", "small", "test")[0]["inter_history"]
+    shown = rec.recommend(history, ["lab glassware"], k=10, exclude=history)
+    assert len({t for t, _ in shown}) == 10 and not {t for t, _ in shown} & set(history)
+    assert [s for _, s in shown] == sorted((s for _, s in shown), reverse=True)
+    line = one_line_error(
+        run_script(["evaluate.py", f"--ckpt={finished_run}", "--rank_by=items", *args])
+    )
+    assert "--rank_by=items" in line and "no item head" in line
+
+
 def test_corrupt_checkpoints_are_one_line_errors(finished_run: Path, tmp_path: Path) -> None:
     run_dir = copy_run(finished_run, tmp_path / "run")
     for path in (run_dir / "last.pt", run_dir / BEST / "model.pt"):
