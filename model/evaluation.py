@@ -81,11 +81,14 @@ def recommend_batch(
     item_logp = torch.log_softmax(model.item_head(model.start_state(memory, memory_mask)), -1)
     item_logp = _without(item_logp, exclude)
     extra = item_logp.topk(min(ranking.item_candidates, item_logp.shape[1]), -1).indices
+    # the beam's scores are its items' code log-probabilities; only the item head's own
+    # candidates are decoded again
+    extra_logp = model.code_log_probs(memory, memory_mask, item_codes.to(extra.device)[extra])
     cand = torch.cat([items, extra], 1)  # [B, M] emb ids
     m = cand.shape[1]
     earlier = torch.ones(m, m, dtype=torch.bool, device=cand.device).tril(-1)
     repeated = ((cand[:, :, None] == cand[:, None, :]) & earlier).any(-1)
-    code_logp = model.code_log_probs(memory, memory_mask, item_codes.to(cand.device)[cand])
+    code_logp = torch.cat([scores, extra_logp], 1)
     total = code_logp + ranking.item_score_weight * item_logp.gather(1, cand)
     total = total.masked_fill(repeated | (cand == 0), float("-inf"))
     scores, order = total.topk(topk, -1)

@@ -136,6 +136,8 @@ class GenerativeRecommender(nn.Module):
         step runs once per user and its cache (cross-attention keys/values included) is copied to
         the ``M`` candidates, which then feed their remaining codes in one decoder call."""
         b, m, depth = codes.shape
+        if m == 0:
+            return memory.new_zeros(b, 0)
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         start = memory.new_zeros((b, 1), dtype=torch.long)
         first = self.decode(start, memory, memory_mask, cache)[:, -1]
