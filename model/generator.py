@@ -29,14 +29,20 @@ from model.rqvae import mlp
 
 class ItemHead(nn.Module):
     """Logits over all items ``[B, num_items]`` (row 0 of the table is padding: -inf) from a
-    decoder state."""
+    decoder state: its projection dotted with one ``dim``-d vector per item. The table starts
+    random, or from given item vectors (``init_from``: the tokenizer's input) and trains."""
 
-    def __init__(self, d_model: int, num_items: int):
+    def __init__(self, d_model: int, num_items: int, dim: int):
         super().__init__()
-        self.query = nn.Linear(d_model, d_model)
-        self.table = nn.Embedding(num_items, d_model)
-        nn.init.normal_(self.table.weight, std=d_model**-0.5)
-        self.scale = d_model**-0.5
+        self.query = nn.Linear(d_model, dim)
+        self.table = nn.Embedding(num_items, dim)
+        nn.init.normal_(self.table.weight, std=dim**-0.5)
+        self.scale = dim**-0.5
+
+    def init_from(self, vectors: torch.Tensor) -> None:
+        """Start the table from ``vectors [num_items, dim]`` (row 0: padding)."""
+        with torch.no_grad():
+            self.table.weight.copy_(vectors)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         logits = (self.query(state) * self.scale) @ self.table.weight.t()
@@ -74,7 +80,8 @@ class GenerativeRecommender(nn.Module):
         if cfg.item_head:
             if num_items < 2:
                 raise ValueError(f"item_head needs the item count (+ padding), got {num_items}")
-            self.item_head = ItemHead(cfg.d_model, num_items)
+            dim = semantic_dim if cfg.item_table == "semantic" else cfg.d_model
+            self.item_head = ItemHead(cfg.d_model, num_items, dim)
 
     @property
     def code_table(self) -> torch.Tensor:

@@ -115,6 +115,8 @@ class Trainer:
         )
         n_rows, dim = self.semantic.shape  # items + padding
         self.tokenizer, self.model = build_models(cfg, dim, n_rows)
+        if cfg.item_head and cfg.item_table == "semantic":
+            self.model.item_head.init_from(self.semantic)
         self.tokenizer.to(self.device)
         self.model.to(self.device)
         self.semantic_dev = self.semantic.to(self.device)

@@ -459,6 +459,17 @@ def test_trainer_refuses_missing_embeddings(small_data: Path, tmp_path: Path) ->
         Trainer(cfg, tmp_path / "x")
 
 
+def test_a_semantic_item_table_starts_from_the_tokenizer_input(
+    small_data: Path, tmp_path: Path
+) -> None:
+    args = train_args(small_data, tmp_path, "x", "--item_head=true", "--item_table=semantic")
+    trainer = Trainer(load_config("train", args), tmp_path / "x")
+    table = trainer.model.item_head.table.weight
+    assert table.shape == trainer.semantic.shape and torch.equal(table, trainer.semantic)
+    learned = Trainer(load_config("train", args[:-1]), tmp_path / "y").model.item_head
+    assert learned.table.weight.shape[1] == trainer.cfg.d_model
+
+
 def test_time_budget_stops_training_but_still_tests(small_data: Path, tmp_path: Path) -> None:
     """A spent budget starts no epoch; the best checkpoint (here the untrained model, validated
     once) is still tested, so a budgeted run always ends with test metrics."""
