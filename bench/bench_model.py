@@ -42,7 +42,7 @@ from data.batches import (  # noqa: E402
     sequential_batches,
 )
 from data.paths import dataset_dir  # noqa: E402
-from model.beam import beam_search  # noqa: E402
+from model.evaluation import Ranking, recommend_batch  # noqa: E402
 from model.item_codes import PrefixTrie, derive_item_codes  # noqa: E402
 from model.losses import recommender_objective, tokenizer_objective  # noqa: E402
 from model.recommender import build_models  # noqa: E402
@@ -53,7 +53,7 @@ def setup(cfg):
     folder = dataset_dir(cfg.data_dir, cfg.dataset)
     splits, emb_map, _ = load_dataset(folder, cfg.dataset, cfg.max_history, 5, False)
     semantic = torch.randn(len(emb_map), 256)
-    tokenizer, model = build_models(cfg, 256)
+    tokenizer, model = build_models(cfg, 256, len(emb_map))
     codes, report = derive_item_codes(tokenizer, semantic, cfg.code_size)
     return splits, emb_map, semantic, tokenizer, model, codes, report
 
@@ -159,9 +159,12 @@ def eval_phase(cfg, mode: str, n_users: int) -> dict:
     invalid = returned = 0
     for rows in sequential_batches(valid.lengths[sample], bs, cap):
         batch = make_batch(valid, sample[rows], codes, None)
-        if mode == "cached":
-            memory, mask, _ = model.encode(batch)
-            items, _ = beam_search(model, trie, memory, mask, cfg.num_beams, 10)
+        if mode == "cached":  # with --item_head=true: ranked by codes and item head (rank_by)
+            ranking = Ranking.of(cfg)
+            items, _ = recommend_batch(
+                model, trie, batch, cfg.num_beams, 10, ranking=ranking, item_codes=codes
+            )
+            items = items - 1  # emb ids -> item indices (no item: -1)
         else:
             items = naive_beam(model, trie, batch, cfg.num_beams, 10)
         for row in items.tolist():  # invalid: not a catalogue item, or an item seen twice
