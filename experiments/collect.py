@@ -39,9 +39,13 @@ SKIP_FILE = eval_metrics_file(eval_label("test", skip_history=True))
 SKIP_METRICS = {"skip_recall@10": "recall@10", "skip_ndcg@10": "ndcg@10"}
 # A fusing run's test NDCG@10 from evaluate.py --eval_interests=none|shuffled: how much of its
 # accuracy rests on the interests it reads (without them; with another user's)
+# An item-head run's test NDCG@10 ranked by its codes alone and by its item head alone
+# (evaluate.py --rank_by=codes|items): what each half of its ranking is worth
 VIEW_FILES = {
     "no_interests_ndcg@10": eval_metrics_file(eval_label("test", interests="none")),
     "shuffled_interests_ndcg@10": eval_metrics_file(eval_label("test", interests="shuffled")),
+    "codes_only_ndcg@10": eval_metrics_file(eval_label("test", rank_by="codes")),
+    "items_only_ndcg@10": eval_metrics_file(eval_label("test", rank_by="items")),
 }
 
 
