@@ -2,7 +2,7 @@
 
 python evaluate.py --ckpt=RUN_DIR --split=valid|test [--num_beams=N] [--data_dir=DIR] [--device=D]
     [--skip_history=true] [--eval_interests=own|shuffled|none] [--save_ranks=true]
-    [--popularity_adjust=A] [--rank_by=codes|items|both]
+    [--popularity_adjust=A] [--rank_by=codes|items|both] [--item_score_weight=W]
 
 Writes ``RUN_DIR/eval_<split>_metrics.json``: ``eval_<split>_skip_history_metrics.json`` with
 each user's history left out of the ranking, ``eval_<split>_interests-<view>_metrics.json`` with
@@ -10,7 +10,8 @@ another row's interests or none (a run that fuses them); with ``--save_ranks`` a
 ``eval_<...>_ranks.json``, each row's target rank (``experiments/breakdown.py``);
 ``--popularity_adjust=A`` ranks by ``log p(item) - A * log(train count + 1)`` (``_popA``);
 ``--rank_by`` ranks a run with an item head by its codes, its item head or both (``_by-codes``...;
-default: as the run was trained).
+default: as the run was trained), ``--item_score_weight=W`` with weight W on the item head
+(``_wW``).
 The run's own ``test_metrics.json`` (written by train.py, read by experiments/collect.py) is
 never touched. The data must be what the run was trained on (its ``data.json`` fingerprint);
 ``--data_dir`` points at a copy elsewhere.
@@ -84,8 +85,9 @@ def main(argv: list[str]) -> None:
         counts = by_emb_id(train_counts(folder, name, interests), rec.emb_map)[1:]  # trie: id - 1
         prior = trie.popularity_prior(torch.from_numpy(counts), cfg.popularity_adjust)
     by = None if cfg.rank_by == "run" else cfg.rank_by
+    weight = None if cfg.item_score_weight < 0 else cfg.item_score_weight
     try:
-        ranking = Ranking.of(rec.config, by)
+        ranking = Ranking.of(rec.config, by, weight)
     except ValueError as err:
         raise ConfigError(f"--rank_by={cfg.rank_by}: {run_dir}: {err}") from None
     start = time.perf_counter()
@@ -115,6 +117,7 @@ def main(argv: list[str]) -> None:
         eval_interests=cfg.eval_interests,
         popularity_adjust=cfg.popularity_adjust,
         rank_by=ranking.by,
+        item_score_weight=ranking.item_score_weight,
         data=str(folder),
     )
     label = eval_label(
@@ -123,6 +126,7 @@ def main(argv: list[str]) -> None:
         cfg.eval_interests,
         cfg.popularity_adjust,
         "" if by is None else by,
+        weight,
     )
     out = run_dir / eval_metrics_file(label)
     out.write_text(json.dumps(metrics, indent=1))

@@ -127,6 +127,9 @@ def problems(cfg: dict) -> list[str]:
     found, rank_by = _lookup(cfg, "rank_by")
     if found and rank_by == "run" and _lookup(cfg, "item_head")[0]:
         out.append("--rank_by=run: evaluate.py's choice; a run ranks by codes | items | both")
+    found, weight = _lookup(cfg, "item_score_weight")
+    if found and weight < 0 and _lookup(cfg, "item_head")[0]:
+        out.append(f"--item_score_weight: must be at least 0, got {weight}")
     found, hide = _lookup(cfg, "interest_dropout")
     if found and not 0 <= hide < 1:
         out.append(f"--interest_dropout: a probability in [0, 1), got {hide}")

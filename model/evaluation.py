@@ -16,6 +16,9 @@ from model.item_codes import PrefixTrie
 from model.metrics import ranking_metrics
 
 
+RANK_BY = ("codes", "items", "both")
+
+
 @dataclass(frozen=True)
 class Ranking:
     """How a run with an item head ranks (without one: always ``codes``, the beam's order).
@@ -28,14 +31,19 @@ class Ranking:
     item_score_weight: float = 1.0
     item_candidates: int = 20
 
+    def __post_init__(self) -> None:
+        if self.by not in RANK_BY:
+            raise ValueError(f"unknown ranking '{self.by}' (choose {' | '.join(RANK_BY)})")
+
     @classmethod
-    def of(cls, cfg, by: str | None = None) -> Ranking:
-        """A run's ranking from its config (``by`` overrides ``rank_by``)."""
+    def of(cls, cfg, by: str | None = None, item_score_weight: float | None = None) -> Ranking:
+        """A run's ranking from its config (``by``, ``item_score_weight``: overrides)."""
         if not cfg.item_head:
             if by not in (None, "codes"):
                 raise ValueError(f"rank_by={by}: the run has no item head (item_head=false)")
             return cls()
-        return cls(by or cfg.rank_by, cfg.item_score_weight, cfg.item_candidates)
+        weight = cfg.item_score_weight if item_score_weight is None else item_score_weight
+        return cls(by or cfg.rank_by, weight, cfg.item_candidates)
 
 
 def _without(scores: torch.Tensor, exclude: torch.Tensor | None) -> torch.Tensor:

@@ -253,6 +253,10 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
         ("train", ["--batch_size=0"], "--batch_size: must be at least 1, got 0"),
         ("train", ["--topk=[0,10]"], "--topk: expected a non-empty list"),
         ("train", ["--interest_dropout=1"], "--interest_dropout: a probability in [0, 1)"),
+        ("train", ["--rank_by=run"], "--rank_by=run: evaluate.py's choice"),
+        ("train", ["--item_table=random"], "--item_table: unknown value 'random'"),
+        ("train", ["--item_score_weight=-1"], "--item_score_weight: must be at least 0"),
+        ("evaluate", ["--rank_by=best"], "--rank_by: unknown value 'best'"),
         ("evaluate", ["--split=validation"], "--split: unknown value 'validation'"),
         ("evaluate", ["--eval_interests=mine"], "--eval_interests: unknown value 'mine'"),
     ],
@@ -268,6 +272,7 @@ def test_value_checks_name_what_the_code_accepts() -> None:
     from data.batches import INTEREST_VIEWS
     from data.interests.recipe import RECIPES
     from demo.interests import BACKENDS
+    from model.evaluation import RANK_BY
     from model.fusion import COMBINE_MODES
     from model.trainer import STAGES
 
@@ -275,6 +280,7 @@ def test_value_checks_name_what_the_code_accepts() -> None:
     assert CHOICES["interests_backend"] == ("auto", *BACKENDS)
     assert CHOICES["fusion_combine"] == COMBINE_MODES
     assert CHOICES["eval_interests"] == INTEREST_VIEWS
+    assert CHOICES["rank_by"] == ("run", *RANK_BY)
     assert CHOICES["stage"] == (*STAGES[:-1], "all")
     for kind in CHOICES["embeddings.sasrec_schedule"]:
         load_config("data_process", [f"--embeddings.sasrec_schedule={kind}"])

@@ -327,6 +327,10 @@ def test_an_item_head_run_learns_its_items_and_ranks_each_way(
     for k in ("recall@1", "recall@10", "ndcg@10"):
         assert got["run"][k] == pytest.approx(trained[k], abs=1e-9), k
     assert got["items"]["ndcg@10"] != got["codes"]["ndcg@10"]
+    proc = run_script(["evaluate.py", f"--ckpt={run_dir}", "--item_score_weight=0.5", *args])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    half = json.loads((run_dir / "eval_test_w0.5_metrics.json").read_text())
+    assert half["item_score_weight"] == 0.5 and half["rank_by"] == "both"
     rec = Recommender.load(run_dir)
     history = load_split(small_data / "small", "small", "test")[0]["inter_history"]
     shown = rec.recommend(history, ["lab glassware"], k=10, exclude=history)
