@@ -15,7 +15,6 @@ from model.generator import GenerativeRecommender
 from model.item_codes import PrefixTrie
 from model.metrics import ranking_metrics
 
-
 RANK_BY = ("codes", "items", "both")
 
 
