@@ -125,7 +125,7 @@ def main(argv: list[str]) -> None:
         bool(cfg.skip_history),
         cfg.eval_interests,
         cfg.popularity_adjust,
-        "" if by is None else by,
+        by,
         weight,
     )
     out = run_dir / eval_metrics_file(label)

@@ -157,10 +157,10 @@ def eval_phase(cfg, mode: str, n_users: int) -> dict:
     bs, cap = (cfg.eval_batch_size, cfg.eval_max_items) if mode == "cached" else (32, 0)
     start = time.perf_counter()
     invalid = returned = 0
+    ranking = Ranking.of(cfg)  # with --item_head=true: by codes and item head (rank_by)
     for rows in sequential_batches(valid.lengths[sample], bs, cap):
         batch = make_batch(valid, sample[rows], codes, None)
-        if mode == "cached":  # with --item_head=true: ranked by codes and item head (rank_by)
-            ranking = Ranking.of(cfg)
+        if mode == "cached":
             items, _ = recommend_batch(
                 model, trie, batch, cfg.num_beams, 10, ranking=ranking, item_codes=codes
             )

@@ -10,7 +10,6 @@ item appears twice (distinct beams end in distinct full codes, and codes are uni
 from __future__ import annotations
 
 import torch
-from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from model.generator import GenerativeRecommender
 from model.item_codes import PrefixTrie
@@ -37,9 +36,7 @@ def beam_search(
     b = memory.shape[0]
     depth = len(trie.child)
     dead = trie.dead_nodes(exclude) if exclude is not None and (exclude >= 0).any() else None
-    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-    tokens = memory.new_zeros((b, 1), dtype=torch.long)
-    states = model.decode(tokens, memory, memory_mask, cache)[:, -1]
+    states, cache = model.first_step(memory, memory_mask)
     logp = torch.log_softmax(model.level_logits(states, 0), -1)  # [B, K]
     prefix = torch.zeros(b, 1, dtype=torch.long, device=memory.device)  # trie node per beam
     scores = logp.new_zeros(b, 1)

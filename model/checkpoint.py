@@ -64,13 +64,13 @@ def eval_label(
     skip_history: bool = False,
     interests: str = "own",
     popularity: float = 0.0,
-    rank_by: str = "",
+    rank_by: str | None = None,
     item_score_weight: float | None = None,
 ) -> str:
     """What evaluate.py calls a ranking of ``split``: ``test``, ``test_skip_history``,
     ``test_interests-none``, ``test_pop0.5``, ``test_by-items``, ... (its table row and its
-    file, ``eval_metrics_file``); ``rank_by`` empty and ``item_score_weight`` None: the run's
-    own ranking."""
+    file, ``eval_metrics_file``); ``rank_by`` and ``item_score_weight`` None: the run's own
+    ranking."""
     label = split + ("_skip_history" if skip_history else "")
     label += "" if interests == "own" else f"_interests-{interests}"
     label += f"_pop{popularity:g}" if popularity else ""

@@ -45,13 +45,16 @@ class Ranking:
         return cls(by or cfg.rank_by, weight, cfg.item_candidates)
 
 
-def _without(scores: torch.Tensor, exclude: torch.Tensor | None) -> torch.Tensor:
-    """Item scores ``[B, N]`` (emb ids) with each row's ``exclude`` ids (0 = none) at -inf."""
+def item_log_probs(
+    model: GenerativeRecommender, first: torch.Tensor, exclude: torch.Tensor | None
+) -> torch.Tensor:
+    """The item head's log-probabilities ``[B, items + 1]`` (by emb id; padding -inf) from the
+    decoder's first state, with each row's ``exclude`` ids (0 = none) at -inf."""
+    logp = torch.log_softmax(model.item_head(first), -1)
     if exclude is None:
-        return scores
-    hidden = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, exclude, True)
-    hidden[:, 0] = True  # padding is never an item
-    return scores.masked_fill(hidden, float("-inf"))
+        return logp
+    hidden = torch.zeros_like(logp, dtype=torch.bool).scatter_(1, exclude, True)
+    return logp.masked_fill(hidden, float("-inf"))
 
 
 @torch.no_grad()
@@ -72,8 +75,8 @@ def recommend_batch(
     (``[items + 1, depth]``, by emb id)."""
     memory, memory_mask, _ = model.encode(batch)
     if ranking.by == "items":
-        logp = torch.log_softmax(model.item_head(model.start_state(memory, memory_mask)), -1)
-        scores, items = _without(logp, exclude).topk(topk, -1)
+        first, _ = model.first_step(memory, memory_mask)
+        scores, items = item_log_probs(model, first, exclude).topk(topk, -1)
         return torch.where(torch.isfinite(scores), items, 0), scores
     width = max(num_beams, topk) if ranking.by == "both" else topk
     trie_exclude = None if exclude is None else exclude - 1  # trie indexes items from 0: -1 none
@@ -85,12 +88,13 @@ def recommend_batch(
         return items, scores
     if item_codes is None:
         raise ValueError("ranking by both needs item_codes")
-    item_logp = torch.log_softmax(model.item_head(model.start_state(memory, memory_mask)), -1)
-    item_logp = _without(item_logp, exclude)
+    first, cache = model.first_step(memory, memory_mask)
+    item_logp = item_log_probs(model, first, exclude)
     extra = item_logp.topk(min(ranking.item_candidates, item_logp.shape[1]), -1).indices
     # the beam's scores are its items' code log-probabilities; only the item head's own
     # candidates are decoded again
-    extra_logp = model.code_log_probs(memory, memory_mask, item_codes.to(extra.device)[extra])
+    extra_codes = item_codes.to(extra.device)[extra]
+    extra_logp = model.code_log_probs(first, cache, memory, memory_mask, extra_codes)
     cand = torch.cat([items, extra], 1)  # [B, M] emb ids
     m = cand.shape[1]
     earlier = torch.ones(m, m, dtype=torch.bool, device=cand.device).tril(-1)

@@ -131,24 +131,31 @@ class GenerativeRecommender(nn.Module):
         start = 1 + level * self.code_size
         return (states * self.scale) @ self.code_table[start : start + self.code_size].t()
 
-    def start_state(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
-        """The decoder's first state ``[B, d]`` (before any code), which the item head reads."""
+    def first_step(
+        self, memory: torch.Tensor, memory_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, EncoderDecoderCache]:
+        """The decoder's first state ``[B, d]`` (before any code: level 0's logits and the item
+        head read it) and its key/value cache, which later steps extend."""
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         start = memory.new_zeros((memory.shape[0], 1), dtype=torch.long)
-        return self.decode(start, memory, memory_mask)[:, 0]
+        return self.decode(start, memory, memory_mask, cache)[:, -1], cache
 
     def code_log_probs(
-        self, memory: torch.Tensor, memory_mask: torch.Tensor, codes: torch.Tensor
+        self,
+        first: torch.Tensor,
+        cache: EncoderDecoderCache,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor,
+        codes: torch.Tensor,
     ) -> torch.Tensor:
         """``log p(codes)`` ``[B, M]`` of ``M`` given items per user (``codes [B, M, depth]``),
-        teacher-forced, summed over levels exactly as ``beam_search`` scores its beams. The first
-        step runs once per user and its cache (cross-attention keys/values included) is copied to
-        the ``M`` candidates, which then feed their remaining codes in one decoder call."""
+        teacher-forced, summed over levels exactly as ``beam_search`` scores its beams.
+        ``first``, ``cache``: ``first_step``'s; the cache (cross-attention keys/values included)
+        is copied to the ``M`` candidates, which then feed their remaining codes in one decoder
+        call."""
         b, m, depth = codes.shape
         if m == 0:
             return memory.new_zeros(b, 0)
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        start = memory.new_zeros((b, 1), dtype=torch.long)
-        first = self.decode(start, memory, memory_mask, cache)[:, -1]
         total = torch.log_softmax(self.level_logits(first, 0), -1).gather(1, codes[:, :, 0])
         if depth == 1:
             return total

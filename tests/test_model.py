@@ -12,7 +12,7 @@ from config import ConfigError, load_config
 from data.batches import Batch
 from model.beam import beam_search
 from model.checkpoint import CheckpointError, load_state_strict
-from model.evaluation import Ranking, recommend_batch
+from model.evaluation import Ranking, item_log_probs, recommend_batch
 from model.fusion import FUSIONS, CrossAttentionLayer, InterestFusion, register
 from model.generator import GenerativeRecommender
 from model.item_codes import PrefixTrie, assign_unique_codes
@@ -379,7 +379,7 @@ def item_head_setup(n_items: int = 30) -> tuple:
     with torch.no_grad():
         memory, mask, _ = model.encode(Batch(**batch))
         code_logp = exhaustive_scores(model, batch, codes)  # [B, n] by trie index
-        item_logp = torch.log_softmax(model.item_head(model.start_state(memory, mask)), -1)
+        item_logp = item_log_probs(model, model.first_step(memory, mask)[0], None)
     by_emb_id = torch.cat([torch.zeros(1, DEPTH, dtype=torch.long), codes])
     return codes, model, PrefixTrie(codes, CODE_SIZE), batch, by_emb_id, code_logp, item_logp
 
@@ -389,7 +389,7 @@ def test_candidate_code_log_probs_equal_the_teacher_forced_ones() -> None:
     memory, mask, _ = model.encode(Batch(**batch))
     pick = torch.tensor([[0, 5, 29], [3, 3, 7], [12, 1, 0]])
     with torch.no_grad():
-        got = model.code_log_probs(memory, mask, codes[pick])
+        got = model.code_log_probs(*model.first_step(memory, mask), memory, mask, codes[pick])
         out = model(Batch(**batch, target_codes=codes[pick[:, 0]], target_ids=pick[:, 0] + 1))
     assert torch.allclose(got, code_logp.gather(1, pick), atol=1e-5)
     assert item_logp[:, 0].eq(float("-inf")).all()  # padding is never recommended
@@ -430,9 +430,8 @@ def test_item_candidates_reach_items_the_beam_pruned() -> None:
     codes, model, trie, batch, by_emb_id, code_logp, item_logp = item_head_setup()
     model.item_head.table.weight.data[1:] *= 40  # a sharp item head: it decides the ranking
     with torch.no_grad():
-        item_logp = torch.log_softmax(
-            model.item_head(model.start_state(*model.encode(Batch(**batch))[:2])), -1
-        )
+        first, _ = model.first_step(*model.encode(Batch(**batch))[:2])
+        item_logp = item_log_probs(model, first, None)
         args = (model, trie, Batch(**batch), 1, 5, None, None)
         codes_only, _ = recommend_batch(*args, Ranking("codes"), by_emb_id)
         narrow, _ = recommend_batch(*args, Ranking("both", 1.0, 0), by_emb_id)
