@@ -124,6 +124,7 @@ def naive_beam(model, trie, batch, num_beams: int, topk: int) -> torch.Tensor:
     rep = Batch(
         batch.history_codes.repeat_interleave(num_beams, 0),
         batch.history_mask.repeat_interleave(num_beams, 0),
+        batch.history_ids.repeat_interleave(num_beams, 0),
     )
     memory, mask, _ = model.encode(rep)
     seqs = torch.zeros(b * num_beams, 1, dtype=torch.long)

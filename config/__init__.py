@@ -33,6 +33,7 @@ ADDED = {
     "item_head": False,
     "item_loss_weight": 1.0,
     "item_table": "learned",
+    "item_input": False,
     "rank_by": "both",
     "item_score_weight": 1.0,
     "item_candidates": 20,

@@ -130,6 +130,9 @@ def problems(cfg: dict) -> list[str]:
     found, weight = _lookup(cfg, "item_score_weight")
     if found and weight < 0 and _lookup(cfg, "item_head")[0]:
         out.append(f"--item_score_weight: must be at least 0, got {weight}")
+    found, item_input = _lookup(cfg, "item_input")
+    if found and item_input and not _lookup(cfg, "item_head")[1]:
+        out.append("--item_input=true: reads the item head's table; set --item_head=true")
     found, hide = _lookup(cfg, "interest_dropout")
     if found and not 0 <= hide < 1:
         out.append(f"--interest_dropout: a probability in [0, 1), got {hide}")

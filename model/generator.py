@@ -12,7 +12,10 @@ With ``item_head`` the decoder's first state also scores every item directly aga
 vector per item. Codes are shared: among the ~20 items under a prefix nothing in the code logits
 tells a rarely bought item from its popular siblings (README, "Where in the code the rare targets
 are lost"), while a per-item vector, trained with a softmax over all items as SASRec's is, does.
-Rankings then add the two log-probabilities (model/evaluation.py).
+Rankings then add the two log-probabilities (model/evaluation.py). With ``item_input`` the encoder
+reads the same per-item vectors too: each history item's vector, projected, is added to its code
+tokens' embeddings, so the head's query knows which of the siblings under a prefix were bought
+(SASRec shares its item table between input and output the same way).
 """
 
 from __future__ import annotations
@@ -83,6 +86,11 @@ class GenerativeRecommender(nn.Module):
                 raise ValueError(f"item_head needs the item count (+ padding), got {num_items}")
             dim = semantic_dim if cfg.item_table == "semantic" else cfg.d_model
             self.item_head = ItemHead(cfg.d_model, num_items, dim)
+        self.item_input = None
+        if cfg.item_input:
+            if self.item_head is None:
+                raise ValueError("item_input reads the item head's table: set item_head too")
+            self.item_input = nn.Linear(self.item_head.table.embedding_dim, cfg.d_model, bias=False)
 
     @property
     def code_table(self) -> torch.Tensor:
@@ -98,7 +106,14 @@ class GenerativeRecommender(nn.Module):
         b, h, depth = batch.history_codes.shape
         token_mask = batch.history_mask[:, :, None].expand(b, h, depth).reshape(b, h * depth)
         ids = torch.where(token_mask, self.tokens(batch.history_codes).reshape(b, h * depth), 0)
-        states = self.t5.encoder(input_ids=ids, attention_mask=token_mask.long()).last_hidden_state
+        embeds = self.t5.shared(ids)
+        if self.item_input is not None:
+            if batch.history_ids is None:
+                raise ValueError("item_input is on: the batch needs history_ids")
+            items = self.item_input(self.item_head.table(batch.history_ids))  # [B, H, d]
+            embeds = embeds + items.repeat_interleave(depth, 1)
+        mask = token_mask.long()
+        states = self.t5.encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         memory, memory_mask = states, token_mask
         if self.fusion is not None:
             if batch.interests is None or batch.interest_mask is None:

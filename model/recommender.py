@@ -132,7 +132,9 @@ class Recommender:
         )
         if ids.shape[1] == 0:
             ids = torch.zeros(1, 1, dtype=torch.long)
-        batch = Batch(self.item_codes[ids], ids > 0, **self._interest_inputs(interests))
+        batch = Batch(
+            self.item_codes[ids], ids > 0, history_ids=ids, **self._interest_inputs(interests)
+        )
         skip = torch.tensor([sorted({self.emb_map[t] for t in exclude}) or [0]])
         beams = max(num_beams or self.config.num_beams, k)
         items, scores = recommend_batch(
