@@ -442,6 +442,36 @@ def test_item_candidates_reach_items_the_beam_pruned() -> None:
     assert set(narrow[0].tolist()) == set(codes_only[0].tolist())  # no candidates: the beam's
 
 
+def test_item_input_tells_the_encoder_which_items_share_the_codes() -> None:
+    """With ``item_input`` the encoder reads the history's item ids, not only their codes: the
+    same codes under other ids encode differently. Without it the ids are never read."""
+    codes = random_codes(10)
+    batch = history_batch(codes)
+    ids = torch.arange(1, 13).view(3, 4)
+    for item_input, changes in ((True, True), (False, False)):
+        torch.manual_seed(0)
+        model = GenerativeRecommender(
+            tiny_cfg(interest_fusion=False, item_head=True, item_input=item_input),
+            DEPTH,
+            CODE_SIZE,
+            16,
+            20,
+        ).eval()
+        with torch.no_grad():
+            one = model.encode(Batch(**batch, history_ids=ids))[0]
+            other = model.encode(Batch(**batch, history_ids=ids + 7))[0]
+        assert (not torch.allclose(one, other)) == changes
+    with pytest.raises(ValueError, match="history_ids"):
+        model_in = GenerativeRecommender(
+            tiny_cfg(interest_fusion=False, item_head=True, item_input=True),
+            DEPTH,
+            CODE_SIZE,
+            16,
+            20,
+        )
+        model_in.encode(Batch(**batch))
+
+
 def test_a_run_without_item_head_ranks_only_by_codes() -> None:
     cfg = tiny_cfg(interest_fusion=False)
     assert Ranking.of(cfg) == Ranking("codes")

@@ -306,8 +306,10 @@ def test_an_item_head_run_learns_its_items_and_ranks_each_way(
 ) -> None:
     """``--item_head=true`` trains the item loss in every recommender step; train.py's test
     metrics are evaluate.py's default ranking (both), the other rankings get their own files,
-    and the demo's ``Recommender`` serves it. A run without the head refuses ``--rank_by``."""
-    proc = run_script(["train.py", *train_args(small_data, tmp_path, "items", "--item_head=true")])
+    and the demo's ``Recommender`` serves it (with ``--item_input``, it passes the history's item
+    ids to the encoder too). A run without the head refuses ``--rank_by``."""
+    args = train_args(small_data, tmp_path, "items", "--item_head=true", "--item_input=true")
+    proc = run_script(["train.py", *args])
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "items"
     item_loss = [
