@@ -24,7 +24,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "split": ("train", "valid", "test"),
     "eval_interests": ("own", "shuffled", "none"),
     "rank_by": ("run", "codes", "items", "both"),  # run: evaluate.py only (as the run was trained)
-    "item_table": ("learned", "semantic"),
+    "item_table": ("learned", "semantic", "semantic_frozen"),
 }
 
 # Smallest value that works; zero or less would divide by zero, loop forever or silently do nothing.

@@ -33,13 +33,19 @@ from model.rqvae import mlp
 class ItemHead(nn.Module):
     """Logits over all items ``[B, num_items]`` (row 0 of the table is padding: -inf) from a
     decoder state: its projection dotted with one ``dim``-d vector per item. The table starts
-    random, or from given item vectors (``init_from``: the tokenizer's input) and trains."""
+    random, or from given item vectors (``init_from``: the tokenizer's input) and trains, or,
+    ``frozen``, keeps those vectors: trained, a rare item's vector moves from where SASRec put it
+    on a handful of gradient steps (README, "Item head")."""
 
-    def __init__(self, d_model: int, num_items: int, dim: int):
+    def __init__(self, d_model: int, num_items: int, dim: int, frozen: bool = False):
         super().__init__()
         self.query = nn.Linear(d_model, dim)
         self.table = nn.Embedding(num_items, dim)
         nn.init.normal_(self.table.weight, std=dim**-0.5)
+        if frozen:  # a buffer of the same name: no optimiser, weight decay or DDP sync sees it
+            weight = self.table.weight.data
+            del self.table.weight
+            self.table.register_buffer("weight", weight)
 
     def init_from(self, vectors: torch.Tensor) -> None:
         """Start the table from ``vectors [num_items, dim]`` (row 0: padding)."""
@@ -84,8 +90,10 @@ class GenerativeRecommender(nn.Module):
         if cfg.item_head:
             if num_items < 2:
                 raise ValueError(f"item_head needs the item count (+ padding), got {num_items}")
-            dim = semantic_dim if cfg.item_table == "semantic" else cfg.d_model
-            self.item_head = ItemHead(cfg.d_model, num_items, dim)
+            semantic = cfg.item_table in ("semantic", "semantic_frozen")
+            dim = semantic_dim if semantic else cfg.d_model
+            frozen = cfg.item_table == "semantic_frozen"
+            self.item_head = ItemHead(cfg.d_model, num_items, dim, frozen)
         self.item_input = None
         if cfg.item_input:
             if self.item_head is None:

@@ -115,7 +115,7 @@ class Trainer:
         )
         n_rows, dim = self.semantic.shape  # items + padding
         self.tokenizer, self.model = build_models(cfg, dim, n_rows)
-        if cfg.item_head and cfg.item_table == "semantic":
+        if cfg.item_head and cfg.item_table in ("semantic", "semantic_frozen"):
             self.model.item_head.init_from(self.semantic)
         self.tokenizer.to(self.device)
         self.model.to(self.device)

@@ -14,7 +14,7 @@ from model.beam import beam_search
 from model.checkpoint import CheckpointError, load_state_strict
 from model.evaluation import Ranking, item_log_probs, recommend_batch
 from model.fusion import FUSIONS, CrossAttentionLayer, InterestFusion, register
-from model.generator import GenerativeRecommender
+from model.generator import GenerativeRecommender, ItemHead
 from model.item_codes import PrefixTrie, assign_unique_codes
 from model.item_tokenizer import TOKENIZERS, register_tokenizer
 from model.recommender import build_models
@@ -470,6 +470,25 @@ def test_item_input_tells_the_encoder_which_items_share_the_codes() -> None:
             20,
         )
         model_in.encode(Batch(**batch))
+
+
+def test_a_frozen_item_table_keeps_its_vectors_through_training() -> None:
+    """``semantic_frozen``: the table is a buffer under the trainable table's checkpoint name, so
+    no optimiser step (weight decay included) changes it, while the query still trains."""
+    torch.manual_seed(0)
+    head = ItemHead(8, 5, 4, frozen=True)
+    start = torch.randn(5, 4)
+    head.init_from(start)
+    assert "table.weight" in head.state_dict()
+    assert [n for n, _ in head.named_parameters()] == ["query.weight", "query.bias"]
+    opt = torch.optim.AdamW(head.parameters(), lr=0.1, weight_decay=0.5)
+    query = head.query.weight.clone()
+    for _ in range(3):
+        loss = head(torch.randn(6, 8))[:, 1:].logsumexp(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert torch.equal(head.table.weight, start) and not torch.equal(head.query.weight, query)
 
 
 def test_a_run_without_item_head_ranks_only_by_codes() -> None:

@@ -474,6 +474,13 @@ def test_a_semantic_item_table_starts_from_the_tokenizer_input(
     assert table.shape == trainer.semantic.shape and torch.equal(table, trainer.semantic)
     learned = Trainer(load_config("train", args[:-1]), tmp_path / "y").model.item_head
     assert learned.table.weight.shape[1] == trainer.cfg.d_model
+    frozen = Trainer(
+        load_config("train", [*args[:-1], "--item_table=semantic_frozen"]), tmp_path / "z"
+    )
+    table = frozen.model.item_head.table.weight
+    assert torch.equal(table, frozen.semantic)
+    trained = [p for group in frozen.opt_rec.param_groups for p in group["params"]]
+    assert not any(p is table for p in trained)
 
 
 def test_time_budget_stops_training_but_still_tests(small_data: Path, tmp_path: Path) -> None:
