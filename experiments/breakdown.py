@@ -33,14 +33,17 @@ METRICS = ("ndcg@10", "recall@10")
 
 
 def row_features(folder: Path, name: str) -> dict[str, tuple[np.ndarray, tuple]]:
-    """Per feature of a test row (its target's train purchases, its history length): the
-    row values and the groups to split them into."""
+    """Per feature of a test row (its target's and its last history item's train purchases,
+    its history length): the row values and the groups to split them into. A test row's last
+    history item is the user's valid target, so it is rarer in train than a valid row's is."""
     emb_map = load_emb_map(folder, name)
     counts = by_emb_id(train_counts(folder, name), emb_map)
     rows = load_split(folder, name, "test", emb_map=emb_map)
     targets = [emb_map[r["target_id"]] for r in rows]
+    last = [emb_map[r["inter_history"][-1]] for r in rows]
     return {
         "target popularity (train purchases)": (counts[targets], POPULARITY),
+        "last history item's popularity (train purchases)": (counts[last], POPULARITY),
         "history length": (np.array([len(r["inter_history"]) for r in rows]), HISTORY),
     }
 
