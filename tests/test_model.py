@@ -448,28 +448,19 @@ def test_item_input_tells_the_encoder_which_items_share_the_codes() -> None:
     codes = random_codes(10)
     batch = history_batch(codes)
     ids = torch.arange(1, 13).view(3, 4)
-    for item_input, changes in ((True, True), (False, False)):
+
+    def model(item_input: bool) -> GenerativeRecommender:
         torch.manual_seed(0)
-        model = GenerativeRecommender(
-            tiny_cfg(interest_fusion=False, item_head=True, item_input=item_input),
-            DEPTH,
-            CODE_SIZE,
-            16,
-            20,
-        ).eval()
+        cfg = tiny_cfg(interest_fusion=False, item_head=True, item_input=item_input)
+        return GenerativeRecommender(cfg, DEPTH, CODE_SIZE, 16, 20).eval()
+
+    for item_input in (True, False):
         with torch.no_grad():
-            one = model.encode(Batch(**batch, history_ids=ids))[0]
-            other = model.encode(Batch(**batch, history_ids=ids + 7))[0]
-        assert (not torch.allclose(one, other)) == changes
+            one = model(item_input).encode(Batch(**batch, history_ids=ids))[0]
+            other = model(item_input).encode(Batch(**batch, history_ids=ids + 7))[0]
+        assert (not torch.allclose(one, other)) == item_input
     with pytest.raises(ValueError, match="history_ids"):
-        model_in = GenerativeRecommender(
-            tiny_cfg(interest_fusion=False, item_head=True, item_input=True),
-            DEPTH,
-            CODE_SIZE,
-            16,
-            20,
-        )
-        model_in.encode(Batch(**batch))
+        model(True).encode(Batch(**batch))
 
 
 def test_a_frozen_item_table_keeps_its_vectors_through_training() -> None:
