@@ -10,6 +10,7 @@ item appears twice (distinct beams end in distinct full codes, and codes are uni
 from __future__ import annotations
 
 import torch
+from transformers.cache_utils import EncoderDecoderCache
 
 from model.generator import GenerativeRecommender
 from model.item_codes import PrefixTrie
@@ -25,6 +26,7 @@ def beam_search(
     topk: int,
     exclude: torch.Tensor | None = None,
     prior: list[torch.Tensor] | None = None,
+    first: tuple[torch.Tensor, EncoderDecoderCache] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return item indices ``[B, topk]`` (into the code table; -1 where fewer items exist) and
     their log-probabilities, best first. ``exclude [B, N]`` holds item indices each user must
@@ -32,11 +34,12 @@ def beam_search(
     so no beam is spent on it and ``topk`` items come back whenever that many are left.
     ``prior`` (per level, one score per trie node; ``PrefixTrie.popularity_prior``) is added to
     a prefix's log-probability when beams are ranked, and the result is ordered by that sum; the
-    returned scores stay log-probabilities."""
+    returned scores stay log-probabilities. ``first``: ``model.first_step``'s output when the
+    caller already has it (its cache is extended in place)."""
     b = memory.shape[0]
     depth = len(trie.child)
     dead = trie.dead_nodes(exclude) if exclude is not None and (exclude >= 0).any() else None
-    states, cache = model.first_step(memory, memory_mask)
+    states, cache = model.first_step(memory, memory_mask) if first is None else first
     logp = torch.log_softmax(model.level_logits(states, 0), -1)  # [B, K]
     prefix = torch.zeros(b, 1, dtype=torch.long, device=memory.device)  # trie node per beam
     scores = logp.new_zeros(b, 1)

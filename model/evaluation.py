@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,21 +75,23 @@ def recommend_batch(
     ``ranking`` other than codes needs the model's item head and, for ``both``, ``item_codes``
     (``[items + 1, depth]``, by emb id)."""
     memory, memory_mask, _ = model.encode(batch)
+    first, cache = model.first_step(memory, memory_mask)  # shared by the beam and the item head
     if ranking.by == "items":
-        first, _ = model.first_step(memory, memory_mask)
         scores, items = item_log_probs(model, first, exclude).topk(topk, -1)
         return torch.where(torch.isfinite(scores), items, 0), scores
+    if ranking.by == "both" and item_codes is None:
+        raise ValueError("ranking by both needs item_codes")
     width = max(num_beams, topk) if ranking.by == "both" else topk
     trie_exclude = None if exclude is None else exclude - 1  # trie indexes items from 0: -1 none
+    # the beam extends its cache in place; ranking by both keeps the first step's for the item
+    # head's candidates (a copy costs far less than decoding the start token again)
+    beam_first = (first, copy.deepcopy(cache) if ranking.by == "both" else cache)
     items, scores = beam_search(
-        model, trie, memory, memory_mask, num_beams, width, trie_exclude, prior
+        model, trie, memory, memory_mask, num_beams, width, trie_exclude, prior, beam_first
     )
     items = items + 1  # emb ids start at 1 (0 is [PAD]); no item -> 0
     if ranking.by == "codes":
         return items, scores
-    if item_codes is None:
-        raise ValueError("ranking by both needs item_codes")
-    first, cache = model.first_step(memory, memory_mask)
     item_logp = item_log_probs(model, first, exclude)
     extra = item_logp.topk(min(ranking.item_candidates, item_logp.shape[1]), -1).indices
     # the beam's scores are its items' code log-probabilities; only the item head's own

@@ -29,6 +29,9 @@ from data.batches import Batch
 from model.fusion import build_fusion
 from model.rqvae import mlp
 
+# item_table values whose table starts from the tokenizer's input vectors (the trainer copies them)
+SEMANTIC_TABLES = ("semantic", "semantic_frozen")
+
 
 class ItemHead(nn.Module):
     """Logits over all items ``[B, num_items]`` (row 0 of the table is padding: -inf) from a
@@ -90,8 +93,7 @@ class GenerativeRecommender(nn.Module):
         if cfg.item_head:
             if num_items < 2:
                 raise ValueError(f"item_head needs the item count (+ padding), got {num_items}")
-            semantic = cfg.item_table in ("semantic", "semantic_frozen")
-            dim = semantic_dim if semantic else cfg.d_model
+            dim = semantic_dim if cfg.item_table in SEMANTIC_TABLES else cfg.d_model
             frozen = cfg.item_table == "semantic_frozen"
             self.item_head = ItemHead(cfg.d_model, num_items, dim, frozen)
         self.item_input = None

@@ -53,6 +53,7 @@ from model.checkpoint import (
     save_config,
 )
 from model.evaluation import Ranking, rank_split, split_metrics
+from model.generator import SEMANTIC_TABLES
 from model.item_codes import PrefixTrie, derive_item_codes
 from model.losses import recommender_objective, tokenizer_objective
 from model.recommender import build_models
@@ -115,7 +116,7 @@ class Trainer:
         )
         n_rows, dim = self.semantic.shape  # items + padding
         self.tokenizer, self.model = build_models(cfg, dim, n_rows)
-        if cfg.item_head and cfg.item_table in ("semantic", "semantic_frozen"):
+        if cfg.item_head and cfg.item_table in SEMANTIC_TABLES:
             self.model.item_head.init_from(self.semantic)
         self.tokenizer.to(self.device)
         self.model.to(self.device)
