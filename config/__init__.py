@@ -34,6 +34,7 @@ ADDED = {
     "item_loss_weight": 1.0,
     "item_table": "learned",
     "item_input": False,
+    "item_query_last": False,
     "rank_by": "both",
     "item_score_weight": 1.0,
     "item_candidates": 20,

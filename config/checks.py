@@ -133,6 +133,9 @@ def problems(cfg: dict) -> list[str]:
     found, item_input = _lookup(cfg, "item_input")
     if found and item_input and not _lookup(cfg, "item_head")[1]:
         out.append("--item_input=true: reads the item head's table; set --item_head=true")
+    found, query_last = _lookup(cfg, "item_query_last")
+    if found and query_last and not _lookup(cfg, "item_head")[1]:
+        out.append("--item_query_last=true: part of the item head; set --item_head=true")
     found, hide = _lookup(cfg, "interest_dropout")
     if found and not 0 <= hide < 1:
         out.append(f"--interest_dropout: a probability in [0, 1), got {hide}")

@@ -47,15 +47,25 @@ class Ranking:
 
 
 def item_log_probs(
-    model: GenerativeRecommender, first: torch.Tensor, exclude: torch.Tensor | None
+    model: GenerativeRecommender,
+    first: torch.Tensor,
+    batch: Batch,
+    exclude: torch.Tensor | None,
 ) -> torch.Tensor:
     """The item head's log-probabilities ``[B, items + 1]`` (by emb id; padding -inf) from the
     decoder's first state, with each row's ``exclude`` ids (0 = none) at -inf."""
-    logp = torch.log_softmax(model.item_head(first), -1)
+    logp = torch.log_softmax(model.item_logits(first, batch), -1)
     if exclude is None:
         return logp
     hidden = torch.zeros_like(logp, dtype=torch.bool).scatter_(1, exclude, True)
     return logp.masked_fill(hidden, float("-inf"))
+
+
+def item_adjustment(trie: PrefixTrie, prior: list[torch.Tensor]) -> torch.Tensor:
+    """Each emb id's logit adjustment ``[items + 1]`` (padding 0) from a popularity prior:
+    its last level scores the items themselves."""
+    per_item = prior[-1][trie.node_of_item[-1].long()]
+    return torch.cat([per_item.new_zeros(1), per_item])
 
 
 @torch.no_grad()
@@ -73,11 +83,15 @@ def recommend_batch(
     """Item ids (emb_map ids; 0 = no item) ``[B, topk]`` and scores for one batch, without the
     emb ids in each row of ``exclude [B, N]`` (0 = none); ``prior``: see ``beam_search``.
     ``ranking`` other than codes needs the model's item head and, for ``both``, ``item_codes``
-    (``[items + 1, depth]``, by emb id)."""
+    (``[items + 1, depth]``, by emb id). With a ``prior`` the item head's log-probabilities get
+    the same logit adjustment as the codes' (the prior's last level: each item's own
+    ``-A * log(count + 1)``), so both terms of ``both`` lean toward rare items alike."""
     memory, memory_mask, _ = model.encode(batch)
     first, cache = model.first_step(memory, memory_mask)  # shared by the beam and the item head
+    adjust = None if prior is None else item_adjustment(trie, prior)
     if ranking.by == "items":
-        scores, items = item_log_probs(model, first, exclude).topk(topk, -1)
+        logp = item_log_probs(model, first, batch, exclude)
+        scores, items = (logp if adjust is None else logp + adjust).topk(topk, -1)
         return torch.where(torch.isfinite(scores), items, 0), scores
     if ranking.by == "both" and item_codes is None:
         raise ValueError("ranking by both needs item_codes")
@@ -92,7 +106,7 @@ def recommend_batch(
     items = items + 1  # emb ids start at 1 (0 is [PAD]); no item -> 0
     if ranking.by == "codes":
         return items, scores
-    item_logp = item_log_probs(model, first, exclude)
+    item_logp = item_log_probs(model, first, batch, exclude)
     extra = item_logp.topk(min(ranking.item_candidates, item_logp.shape[1]), -1).indices
     # the beam's scores are its items' code log-probabilities; only the item head's own
     # candidates are decoded again
@@ -104,6 +118,8 @@ def recommend_batch(
     repeated = ((cand[:, :, None] == cand[:, None, :]) & earlier).any(-1)
     code_logp = torch.cat([scores, extra_logp], 1)
     total = code_logp + ranking.item_score_weight * item_logp.gather(1, cand)
+    if adjust is not None:  # each of the two log-probabilities adjusted once
+        total = total + (1 + ranking.item_score_weight) * adjust[cand]
     total = total.masked_fill(repeated | (cand == 0), float("-inf"))
     scores, order = total.topk(topk, -1)
     return torch.where(torch.isfinite(scores), cand.gather(1, order), 0), scores

@@ -379,7 +379,7 @@ def item_head_setup(n_items: int = 30) -> tuple:
     with torch.no_grad():
         memory, mask, _ = model.encode(Batch(**batch))
         code_logp = exhaustive_scores(model, batch, codes)  # [B, n] by trie index
-        item_logp = item_log_probs(model, model.first_step(memory, mask)[0], None)
+        item_logp = item_log_probs(model, model.first_step(memory, mask)[0], Batch(**batch), None)
     by_emb_id = torch.cat([torch.zeros(1, DEPTH, dtype=torch.long), codes])
     return codes, model, PrefixTrie(codes, CODE_SIZE), batch, by_emb_id, code_logp, item_logp
 
@@ -424,6 +424,26 @@ def test_ranking_by_both_is_exact_when_the_candidates_cover_all_items(weight: fl
         assert kept[u].tolist() == [i for i in order if i not in left_out][:10]
 
 
+def test_a_popularity_prior_adjusts_both_terms_of_the_item_head_ranking() -> None:
+    """With a prior of strength A, ``both`` ranks by ``log p(codes) + w * log p(item) -
+    (1 + w) * A * log(count + 1)`` (each log-probability adjusted once) and ``items`` by
+    ``log p(item) - A * log(count + 1)``; the adjustment changes the ranking."""
+    codes, model, trie, batch, by_emb_id, code_logp, item_logp = item_head_setup()
+    counts = torch.randint(0, 500, (codes.shape[0],), generator=torch.Generator().manual_seed(7))
+    prior = trie.popularity_prior(counts, strength=0.8)
+    penalty = 0.8 * torch.log(counts.float() + 1)
+    weight = 2.0
+    with torch.no_grad():
+        args = (model, trie, Batch(**batch), 30, 10, None, prior)
+        both, _ = recommend_batch(*args, Ranking("both", weight, 30), by_emb_id)
+        by_item, _ = recommend_batch(*args, Ranking("items"))
+        plain, _ = recommend_batch(*args[:-1], None, Ranking("both", weight, 30), by_emb_id)
+    exact = code_logp + weight * item_logp[:, 1:] - (1 + weight) * penalty
+    assert torch.equal(both, exact.topk(10, -1).indices + 1)
+    assert torch.equal(by_item, (item_logp[:, 1:] - penalty).topk(10, -1).indices + 1)
+    assert not torch.equal(both, plain)
+
+
 def test_item_candidates_reach_items_the_beam_pruned() -> None:
     """A narrow beam keeps few first codes; the item head's candidates still bring in the item
     with the best combined score when the beam missed it."""
@@ -431,7 +451,7 @@ def test_item_candidates_reach_items_the_beam_pruned() -> None:
     model.item_head.table.weight.data[1:] *= 40  # a sharp item head: it decides the ranking
     with torch.no_grad():
         first, _ = model.first_step(*model.encode(Batch(**batch))[:2])
-        item_logp = item_log_probs(model, first, None)
+        item_logp = item_log_probs(model, first, Batch(**batch), None)
         args = (model, trie, Batch(**batch), 1, 5, None, None)
         codes_only, _ = recommend_batch(*args, Ranking("codes"), by_emb_id)
         narrow, _ = recommend_batch(*args, Ranking("both", 1.0, 0), by_emb_id)
@@ -480,6 +500,42 @@ def test_a_frozen_item_table_keeps_its_vectors_through_training() -> None:
         loss.backward()
         opt.step()
     assert torch.equal(head.table.weight, start) and not torch.equal(head.query.weight, query)
+
+
+def test_item_query_last_reads_the_most_recent_item_and_starts_as_the_plain_head() -> None:
+    """``item_query_last``: the head's query adds a map of the table vector of each row's last
+    item (histories are left-aligned: row 0's last item sits before its padding). The map starts
+    at zero, so a fresh head scores as without it; once trained, changing only the last item
+    changes the scores, while an earlier item does not reach the head through this path."""
+    codes = random_codes(10)
+    batch = history_batch(codes)
+    ids = torch.arange(1, 13).view(3, 4)
+
+    torch.manual_seed(0)
+    cfg = tiny_cfg(interest_fusion=False, item_head=True, item_query_last=True)
+    with_last = GenerativeRecommender(cfg, DEPTH, CODE_SIZE, 16, 20).eval()
+    head = with_last.item_head
+    state = torch.randn(3, with_last.t5.config.d_model)
+    with torch.no_grad():
+        start = with_last.item_logits(state, Batch(**batch, history_ids=ids))
+        plain = head.query(state) @ head.table.weight.t()
+        assert torch.allclose(start[:, 1:], plain[:, 1:]) and start[:, 0].eq(float("-inf")).all()
+        with_last.item_head.last.weight.normal_()
+        base = with_last.item_logits(state, Batch(**batch, history_ids=ids))
+        other_last = ids.clone()
+        other_last[0, 1] = 15  # row 0's last item (its history holds two)
+        other_first = ids.clone()
+        other_first[:, 0] = 16
+        changed = with_last.item_logits(state, Batch(**batch, history_ids=other_last))
+        same = with_last.item_logits(state, Batch(**batch, history_ids=other_first))
+    assert not torch.allclose(changed[0], base[0]) and torch.allclose(changed[1:], base[1:])
+    assert torch.allclose(same, base)
+    with pytest.raises(ValueError, match="history_ids"):
+        with_last.item_logits(state, Batch(**batch))
+    with pytest.raises(ValueError, match="item_head"):
+        GenerativeRecommender(
+            tiny_cfg(interest_fusion=False, item_query_last=True), DEPTH, CODE_SIZE, 16, 20
+        )
 
 
 def test_a_run_without_item_head_ranks_only_by_codes() -> None:
