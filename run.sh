@@ -24,7 +24,8 @@ case $dataset in
   # 0.0581 +- 0.0008 as train.py ranks it (0.0604 +- 0.0008 with evaluate.py --item_score_weight=4);
   # 0.0518 +- 0.0020 without the item head (README "The base model against SASRec", results/base.md)
   scientific18) preset=(--config=config/cpu.yaml --interests.backend=keywords --embeddings.kind=sasrec
-    --interest_dropout=0.5 --item_head=true --item_table=semantic_frozen) ;;
+    --interest_dropout=0.5 --item_head=true --item_table=semantic_frozen
+    "--item_weight_grid=[0.5,1,2,4,8]") ;;
   scientific) preset=(--interests.backend=none --embeddings.kind=sasrec --interest_fusion=false) ;;
   *) preset=() ;;
 esac

@@ -37,6 +37,7 @@ ADDED = {
     "item_query_last": False,
     "rank_by": "both",
     "item_score_weight": 1.0,
+    "item_weight_grid": [],
     "item_candidates": 20,
 }
 

@@ -130,6 +130,18 @@ def problems(cfg: dict) -> list[str]:
     found, weight = _lookup(cfg, "item_score_weight")
     if found and weight < 0 and _lookup(cfg, "item_head")[0]:
         out.append(f"--item_score_weight: must be at least 0, got {weight}")
+    found, grid = _lookup(cfg, "item_weight_grid")
+    if (
+        found
+        and grid
+        and (
+            not isinstance(grid, list)
+            or not all(
+                isinstance(w, int | float) and not isinstance(w, bool) and w >= 0 for w in grid
+            )
+        )
+    ):
+        out.append(f"--item_weight_grid: a list of weights of at least 0, got {grid}")
     found, item_input = _lookup(cfg, "item_input")
     if found and item_input and not _lookup(cfg, "item_head")[1]:
         out.append("--item_input=true: reads the item head's table; set --item_head=true")

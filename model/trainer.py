@@ -60,6 +60,7 @@ from model.recommender import build_models
 from model.report import METRIC, format_table, plot_curves
 
 STAGES = ("tokenizer", "joint", "finetune", "test")
+ITEM_WEIGHTS_FILE = "item_weights.json"  # the item head's weight chosen on valid (item_weight_grid)
 
 
 def seed_everything(seed: int) -> None:
@@ -497,6 +498,8 @@ class Trainer:
 
     def stage_test(self) -> dict:
         self.set_codes(load_best(self.run_dir / BEST, self.model, self.tokenizer))
+        if self.cfg.item_head and self.cfg.item_weight_grid:
+            self.choose_item_weight()
         metrics = self.evaluate("test", "test")
         # the same ranking with each user's history left out, as SASRec's test_skip_history
         skipped = self.evaluate("test", "test, history left out", skip_history=True)
@@ -508,6 +511,24 @@ class Trainer:
             print(format_table(metrics, "test"))
             print(format_table(skipped, "test_skip_history"))
         return metrics
+
+    def choose_item_weight(self) -> None:
+        """Rank valid with the best checkpoint at each weight of ``item_weight_grid`` and keep
+        the best as the run's ``item_score_weight`` (its config.yaml records it, so test,
+        evaluate.py and the demo rank with it; ``item_weights.json`` has every valid score).
+        Training validated at the configured weight; the item head's best weight is a property
+        of the trained model, so it is chosen once, after training, on valid only."""
+        scores = {}
+        for weight in self.cfg.item_weight_grid:
+            self.cfg.item_score_weight = float(weight)
+            scores[float(weight)] = self.evaluate("valid", f"valid, item weight {weight:g}")
+        chosen = max(scores, key=lambda w: scores[w]["ndcg@10"])  # ties: the first listed
+        self.cfg.item_score_weight = chosen
+        if self.main:
+            save_config(self.cfg.to_dict(), self.run_dir / "config.yaml")
+            valid = {f"{w:g}": round(m["ndcg@10"], 6) for w, m in scores.items()}
+            write_json(self.run_dir / ITEM_WEIGHTS_FILE, {"valid_ndcg@10": valid, "chosen": chosen})
+            print(f"item_score_weight {chosen:g} chosen on valid NDCG@10 {valid}")
 
     # ---------------------------------------------------------------- epochs
     def validate_before_stopping(self, unvalidated: bool) -> None:

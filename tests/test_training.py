@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from config import load_config
 from data.batches import load_split_tensors, make_batch, with_interests
@@ -305,13 +306,28 @@ def test_an_item_head_run_learns_its_items_and_ranks_each_way(
     small_data: Path, finished_run: Path, tmp_path: Path
 ) -> None:
     """``--item_head=true`` trains the item loss in every recommender step; train.py's test
-    metrics are evaluate.py's default ranking (both), the other rankings get their own files,
-    and the demo's ``Recommender`` serves it (with ``--item_input``, it passes the history's item
-    ids to the encoder too). A run without the head refuses ``--rank_by``."""
-    args = train_args(small_data, tmp_path, "items", "--item_head=true", "--item_input=true")
+    metrics are evaluate.py's default ranking (both) at the weight chosen on valid from
+    ``--item_weight_grid`` (recorded in config.yaml), the other rankings get their own files,
+    and the demo's ``Recommender`` serves it (with ``--item_input`` and ``--item_query_last``,
+    it passes the history's item ids to the encoder and the head too). A run without the head
+    refuses ``--rank_by``."""
+    args = train_args(
+        small_data,
+        tmp_path,
+        "items",
+        "--item_head=true",
+        "--item_input=true",
+        "--item_query_last=true",
+        "--item_weight_grid=[0.5,2]",
+    )
     proc = run_script(["train.py", *args])
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "items"
+    chosen = json.loads((run_dir / "item_weights.json").read_text())
+    valid = chosen["valid_ndcg@10"]
+    assert set(valid) == {"0.5", "2"} and valid[f"{chosen['chosen']:g}"] == max(valid.values())
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["item_score_weight"] == chosen["chosen"]
     item_loss = [
         r["item"] for r in read_log(run_dir) if r.get("mode") in ("recommender", "finetune")
     ]
@@ -326,6 +342,7 @@ def test_an_item_head_run_learns_its_items_and_ranks_each_way(
         assert f"| {label} |" in proc.stdout
         got[by] = json.loads((run_dir / f"eval_{label}_metrics.json").read_text())
     assert got["run"]["rank_by"] == "both" and got["codes"]["rank_by"] == "codes"
+    assert got["run"]["item_score_weight"] == chosen["chosen"]
     for k in ("recall@1", "recall@10", "ndcg@10"):
         assert got["run"][k] == pytest.approx(trained[k], abs=1e-9), k
     assert got["items"]["ndcg@10"] != got["codes"]["ndcg@10"]
