@@ -82,6 +82,13 @@ def _lookup(cfg: dict, dotted: str) -> tuple[bool, Any]:
     return True, node
 
 
+def _weight_list(value: Any) -> bool:
+    """A list of numbers, each at least 0 (booleans are not weights)."""
+    return isinstance(value, list) and all(
+        isinstance(w, int | float) and not isinstance(w, bool) and w >= 0 for w in value
+    )
+
+
 def problems(cfg: dict) -> list[str]:
     """One line per bad value of a script's flattened view, naming the key and what it takes."""
     out = []
@@ -131,16 +138,7 @@ def problems(cfg: dict) -> list[str]:
     if found and weight < 0 and _lookup(cfg, "item_head")[0]:
         out.append(f"--item_score_weight: must be at least 0, got {weight}")
     found, grid = _lookup(cfg, "item_weight_grid")
-    if (
-        found
-        and grid
-        and (
-            not isinstance(grid, list)
-            or not all(
-                isinstance(w, int | float) and not isinstance(w, bool) and w >= 0 for w in grid
-            )
-        )
-    ):
+    if found and grid and not _weight_list(grid):
         out.append(f"--item_weight_grid: a list of weights of at least 0, got {grid}")
     found, item_input = _lookup(cfg, "item_input")
     if found and item_input and not _lookup(cfg, "item_head")[1]:
