@@ -3,6 +3,7 @@
 python evaluate.py --ckpt=RUN_DIR --split=valid|test [--num_beams=N] [--data_dir=DIR] [--device=D]
     [--skip_history=true] [--eval_interests=own|shuffled|none] [--save_ranks=true]
     [--popularity_adjust=A] [--rank_by=codes|items|both] [--item_score_weight=W]
+    [--item_weight_grid=[W1,W2,...]]
 
 Writes ``RUN_DIR/eval_<split>_metrics.json``: ``eval_<split>_skip_history_metrics.json`` with
 each user's history left out of the ranking, ``eval_<split>_interests-<view>_metrics.json`` with
@@ -11,7 +12,8 @@ another row's interests or none (a run that fuses them); with ``--save_ranks`` a
 ``--popularity_adjust=A`` ranks by ``log p(item) - A * log(train count + 1)`` (``_popA``);
 ``--rank_by`` ranks a run with an item head by its codes, its item head or both (``_by-codes``...;
 default: as the run was trained), ``--item_score_weight=W`` with weight W on the item head
-(``_wW``).
+(``_wW``); ``--item_weight_grid`` ranks at each of its weights from one search (one ``_wW`` file
+each: the candidates and their two log-probabilities do not depend on the weight).
 The run's own ``test_metrics.json`` (written by train.py, read by experiments/collect.py) is
 never touched. The data must be what the run was trained on (its ``data.json`` fingerprint);
 ``--data_dir`` points at a copy elsewhere.
@@ -38,7 +40,7 @@ from model.checkpoint import (
     eval_ranks_file,
     read_config,
 )
-from model.evaluation import Ranking, rank_split, split_metrics
+from model.evaluation import Ranking, rank_split_weights, split_metrics
 from model.metrics import write_ranks
 from model.recommender import Recommender
 from model.report import format_table
@@ -86,12 +88,17 @@ def main(argv: list[str]) -> None:
         prior = trie.popularity_prior(torch.from_numpy(counts), cfg.popularity_adjust)
     by = None if cfg.rank_by == "run" else cfg.rank_by
     weight = None if cfg.item_score_weight < 0 else cfg.item_score_weight
+    grid = [float(w) for w in cfg.item_weight_grid]
+    if grid and weight is not None:
+        raise ConfigError("--item_weight_grid and --item_score_weight: give one of the two")
     try:
         ranking = Ranking.of(rec.config, by, weight)
     except ValueError as err:
         raise ConfigError(f"--rank_by={cfg.rank_by}: {run_dir}: {err}") from None
+    if grid and ranking.by != "both":
+        raise ConfigError(f"--item_weight_grid: {run_dir} ranks by {ranking.by}, without weights")
     start = time.perf_counter()
-    rows, ranks = rank_split(
+    rows, ranks = rank_split_weights(
         rec.model,
         trie,
         data,
@@ -107,33 +114,31 @@ def main(argv: list[str]) -> None:
         skip_history=bool(cfg.skip_history),
         prior=prior,
         ranking=ranking,
+        weights=grid or [ranking.item_score_weight],
     )
-    metrics = split_metrics(ranks, list(cfg.topk))
-    metrics["seconds"] = round(time.perf_counter() - start, 2)
-    metrics.update(
-        num_beams=cfg.num_beams,
-        max_eval_users=cfg.max_eval_users,
-        skip_history=bool(cfg.skip_history),
-        eval_interests=cfg.eval_interests,
-        popularity_adjust=cfg.popularity_adjust,
-        rank_by=ranking.by,
-        item_score_weight=ranking.item_score_weight,
-        data=str(folder),
-    )
-    label = eval_label(
-        cfg.split,
-        bool(cfg.skip_history),
-        cfg.eval_interests,
-        cfg.popularity_adjust,
-        by,
-        weight,
-    )
-    out = run_dir / eval_metrics_file(label)
-    out.write_text(json.dumps(metrics, indent=1))
-    if cfg.save_ranks:
-        write_ranks(run_dir / eval_ranks_file(label), cfg.split, rows, ranks)
-    print(format_table(metrics, label))
-    print(f"{metrics['users']} users in {metrics['seconds']}s; written to {out}")
+    seconds = round(time.perf_counter() - start, 2)
+    for w, ranks_w in zip(grid or [weight], ranks, strict=True):
+        metrics = split_metrics(ranks_w, list(cfg.topk))
+        metrics["seconds"] = seconds  # of the one pass that ranked every weight
+        metrics.update(
+            num_beams=cfg.num_beams,
+            max_eval_users=cfg.max_eval_users,
+            skip_history=bool(cfg.skip_history),
+            eval_interests=cfg.eval_interests,
+            popularity_adjust=cfg.popularity_adjust,
+            rank_by=ranking.by,
+            item_score_weight=ranking.item_score_weight if w is None else w,
+            data=str(folder),
+        )
+        label = eval_label(
+            cfg.split, bool(cfg.skip_history), cfg.eval_interests, cfg.popularity_adjust, by, w
+        )
+        out = run_dir / eval_metrics_file(label)
+        out.write_text(json.dumps(metrics, indent=1))
+        if cfg.save_ranks:
+            write_ranks(run_dir / eval_ranks_file(label), cfg.split, rows, ranks_w)
+        print(format_table(metrics, label))
+        print(f"{metrics['users']} users in {seconds}s; written to {out}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,7 +69,6 @@ def item_adjustment(trie: PrefixTrie, prior: list[torch.Tensor]) -> torch.Tensor
     return torch.cat([per_item.new_zeros(1), per_item])
 
 
-@torch.no_grad()
 def recommend_batch(
     model: GenerativeRecommender,
     trie: PrefixTrie,
@@ -86,13 +86,35 @@ def recommend_batch(
     (``[items + 1, depth]``, by emb id). With a ``prior`` the item head's log-probabilities get
     the same logit adjustment as the codes' (the prior's last level: each item's own
     ``-A * log(count + 1)``), so both terms of ``both`` lean toward rare items alike."""
+    weights = (ranking.item_score_weight,)
+    args = (num_beams, topk, exclude, prior, ranking, item_codes, weights)
+    return recommend_batch_weights(model, trie, batch, *args)[0]
+
+
+@torch.no_grad()
+def recommend_batch_weights(
+    model: GenerativeRecommender,
+    trie: PrefixTrie,
+    batch: Batch,
+    num_beams: int,
+    topk: int,
+    exclude: torch.Tensor | None,
+    prior: list[torch.Tensor] | None,
+    ranking: Ranking,
+    item_codes: torch.Tensor | None,
+    weights: Sequence[float],
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``recommend_batch`` at each item-head weight of ``weights`` (``ranking``'s own is
+    ignored), from one search: the candidates and both their log-probabilities do not depend
+    on the weight, so choosing it costs one pass, not one per weight. Rankings other than
+    ``both`` have no weight: the one result is repeated."""
     memory, memory_mask, _ = model.encode(batch)
     first, cache = model.first_step(memory, memory_mask)  # shared by the beam and the item head
     adjust = None if prior is None else item_adjustment(trie, prior)
     if ranking.by == "items":
         logp = item_log_probs(model, first, batch, exclude)
         scores, items = (logp if adjust is None else logp + adjust).topk(topk, -1)
-        return torch.where(torch.isfinite(scores), items, 0), scores
+        return [(torch.where(torch.isfinite(scores), items, 0), scores)] * len(weights)
     if ranking.by == "both" and item_codes is None:
         raise ValueError("ranking by both needs item_codes")
     width = max(num_beams, topk) if ranking.by == "both" else topk
@@ -105,7 +127,7 @@ def recommend_batch(
     )
     items = items + 1  # emb ids start at 1 (0 is [PAD]); no item -> 0
     if ranking.by == "codes":
-        return items, scores
+        return [(items, scores)] * len(weights)
     item_logp = item_log_probs(model, first, batch, exclude)
     extra = item_logp.topk(min(ranking.item_candidates, item_logp.shape[1]), -1).indices
     # the beam's scores are its items' code log-probabilities; only the item head's own
@@ -117,16 +139,27 @@ def recommend_batch(
     earlier = torch.ones(m, m, dtype=torch.bool, device=cand.device).tril(-1)
     repeated = ((cand[:, :, None] == cand[:, None, :]) & earlier).any(-1)
     code_logp = torch.cat([scores, extra_logp], 1)
-    total = code_logp + ranking.item_score_weight * item_logp.gather(1, cand)
-    if adjust is not None:  # each of the two log-probabilities adjusted once
-        total = total + (1 + ranking.item_score_weight) * adjust[cand]
-    total = total.masked_fill(repeated | (cand == 0), float("-inf"))
-    scores, order = total.topk(topk, -1)
-    return torch.where(torch.isfinite(scores), cand.gather(1, order), 0), scores
+    head_logp = item_logp.gather(1, cand)
+    ranked = []
+    for weight in weights:
+        total = code_logp + weight * head_logp
+        if adjust is not None:  # each of the two log-probabilities adjusted once
+            total = total + (1 + weight) * adjust[cand]
+        total = total.masked_fill(repeated | (cand == 0), float("-inf"))
+        top, order = total.topk(topk, -1)
+        ranked.append((torch.where(torch.isfinite(top), cand.gather(1, order), 0), top))
+    return ranked
+
+
+def rank_split(*args, ranking: Ranking = Ranking(), **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, ranks)``: ``rank_split_weights`` at the ranking's own weight (``ranks [N]``)."""
+    weights = (ranking.item_score_weight,)
+    rows, ranks = rank_split_weights(*args, ranking=ranking, weights=weights, **kwargs)
+    return rows, ranks[0]
 
 
 @torch.no_grad()
-def rank_split(
+def rank_split_weights(
     model: GenerativeRecommender,
     trie: PrefixTrie,
     data: SplitTensors,
@@ -145,9 +178,11 @@ def rank_split(
     skip_history: bool = False,
     prior: list[torch.Tensor] | None = None,
     ranking: Ranking = Ranking(),
+    weights: Sequence[float] = (1.0,),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(rows, ranks)``: each evaluated row of the split (all, or its first ``max_users`` rows)
-    and its target's 0-based rank in the top ``topk`` (-1: not there), in row order.
+    """``(rows, ranks [W, N])``: each evaluated row of the split (all, or its first
+    ``max_users`` rows) and, at each item-head weight of ``weights`` (``recommend_batch_weights``),
+    its target's 0-based rank in the top ``topk`` (-1: not there), in row order.
     ``skip_history`` ranks only items outside each row's history as the model reads it (the
     last ``max_history`` items; a purchased item is never a target in these splits, so this is
     the ranking a shop would show). ``prior``: see ``beam_search``; ``ranking``: ``Ranking``.
@@ -164,22 +199,24 @@ def rank_split(
     for rows in tqdm(mine, desc=desc, leave=False, disable=rank != 0):
         batch = make_batch(data, rows, item_codes, features).to(device)
         exclude = batch.history_ids if skip_history else None
-        items, _ = recommend_batch(
-            model, trie, batch, num_beams, topk, exclude, prior, ranking, item_codes
+        ranked = recommend_batch_weights(
+            model, trie, batch, num_beams, topk, exclude, prior, ranking, item_codes, weights
         )
-        hit = items == batch.target_ids[:, None]
-        ranks = torch.where(hit.any(1), hit.float().argmax(1), -1)
+        hits = torch.stack([items == batch.target_ids[:, None] for items, _ in ranked])  # [W, B, k]
         rows_out.append(torch.from_numpy(rows))
-        ranks_out.append(ranks.cpu())
+        ranks_out.append(torch.where(hits.any(2), hits.float().argmax(2), -1).cpu())
     rows_t = torch.cat(rows_out) if rows_out else torch.zeros(0, dtype=torch.long)
-    ranks_t = torch.cat(ranks_out) if ranks_out else torch.zeros(0, dtype=torch.long)
+    empty = torch.zeros(len(weights), 0, dtype=torch.long)
+    ranks_t = torch.cat(ranks_out, 1) if ranks_out else empty
     if gather is not None:
-        rows_t, ranks_t = gather(rows_t, ranks_t)
+        gathered = [gather(rows_t, r) for r in ranks_t]
+        rows_t = gathered[0][0]
+        ranks_t = torch.stack([r for _, r in gathered])
     if len(torch.unique(rows_t)) != len(rows_t):
         raise RuntimeError("evaluation counted a user twice")
     model.train(was_training)
     order = torch.argsort(rows_t)
-    return rows_t[order].numpy(), ranks_t[order].numpy()
+    return rows_t[order].numpy(), ranks_t[:, order].numpy()
 
 
 def split_metrics(ranks: np.ndarray, topk: list[int]) -> dict[str, float]:

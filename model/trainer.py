@@ -52,7 +52,7 @@ from model.checkpoint import (
     save_best,
     save_config,
 )
-from model.evaluation import Ranking, rank_split, split_metrics
+from model.evaluation import Ranking, rank_split_weights, split_metrics
 from model.generator import SEMANTIC_TABLES
 from model.item_codes import PrefixTrie, derive_item_codes
 from model.losses import recommender_objective, tokenizer_objective
@@ -223,7 +223,13 @@ class Trainer:
         batch.interest_mask &= ~torch.from_numpy(mine).to(self.device)[:, None]
 
     def evaluate(self, split: str, desc: str, skip_history: bool = False) -> dict:
-        _, ranks = rank_split(
+        return self.evaluate_weights(split, desc, [self.cfg.item_score_weight], skip_history)[0]
+
+    def evaluate_weights(
+        self, split: str, desc: str, weights: list[float], skip_history: bool = False
+    ) -> list[dict]:
+        """The split's metrics at each item-head weight, from one pass (``rank_split_weights``)."""
+        _, ranks = rank_split_weights(
             self.model,
             self.trie,
             self.splits[split],
@@ -241,8 +247,9 @@ class Trainer:
             desc=desc,
             skip_history=skip_history,
             ranking=Ranking.of(self.cfg),
+            weights=weights,
         )
-        return split_metrics(ranks, list(self.cfg.topk))
+        return [split_metrics(r, list(self.cfg.topk)) for r in ranks]
 
     @staticmethod
     def gather(rows: torch.Tensor, ranks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -518,10 +525,9 @@ class Trainer:
         evaluate.py and the demo rank with it; ``item_weights.json`` has every valid score).
         Training validated at the configured weight; the item head's best weight is a property
         of the trained model, so it is chosen once, after training, on valid only."""
-        scores = {}
-        for weight in self.cfg.item_weight_grid:
-            self.cfg.item_score_weight = float(weight)
-            scores[float(weight)] = self.evaluate("valid", f"valid, item weight {weight:g}")
+        grid = [float(w) for w in self.cfg.item_weight_grid]
+        metrics = self.evaluate_weights("valid", "valid, item weights", grid)
+        scores = dict(zip(grid, metrics, strict=True))
         chosen = max(scores, key=lambda w: scores[w]["ndcg@10"])  # ties: the first listed
         self.cfg.item_score_weight = chosen
         if self.main:

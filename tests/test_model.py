@@ -12,7 +12,7 @@ from config import ConfigError, load_config
 from data.batches import Batch
 from model.beam import beam_search
 from model.checkpoint import CheckpointError, load_state_strict
-from model.evaluation import Ranking, item_log_probs, recommend_batch
+from model.evaluation import Ranking, item_log_probs, recommend_batch, recommend_batch_weights
 from model.fusion import FUSIONS, CrossAttentionLayer, InterestFusion, register
 from model.generator import GenerativeRecommender, ItemHead
 from model.item_codes import PrefixTrie, assign_unique_codes
@@ -442,6 +442,25 @@ def test_a_popularity_prior_adjusts_both_terms_of_the_item_head_ranking() -> Non
     assert torch.equal(both, exact.topk(10, -1).indices + 1)
     assert torch.equal(by_item, (item_logp[:, 1:] - penalty).topk(10, -1).indices + 1)
     assert not torch.equal(both, plain)
+
+
+def test_one_search_ranks_every_weight_as_a_search_per_weight_does() -> None:
+    """``recommend_batch_weights`` shares one search among the weights: each weight's items and
+    scores are exactly ``recommend_batch``'s at that weight, with and without a prior; rankings
+    without a weight repeat their one result."""
+    codes, model, trie, batch, by_emb_id, _, _ = item_head_setup()
+    counts = torch.randint(0, 500, (codes.shape[0],), generator=torch.Generator().manual_seed(3))
+    weights = (0.5, 1.0, 4.0)
+    for prior in (None, trie.popularity_prior(counts, strength=0.5)):
+        args = (model, trie, Batch(**batch), 5, 10, None, prior)
+        shared = recommend_batch_weights(*args, Ranking("both", 9.0, 30), by_emb_id, weights)
+        assert len(shared) == len(weights)
+        for weight, (items, scores) in zip(weights, shared, strict=True):
+            alone = recommend_batch(*args, Ranking("both", weight, 30), by_emb_id)
+            assert torch.equal(items, alone[0]) and torch.equal(scores, alone[1])
+        assert not torch.equal(shared[0][0], shared[-1][0])  # the weight changed the ranking
+        codes_only = recommend_batch_weights(*args, Ranking("codes"), by_emb_id, weights)
+        assert all(torch.equal(items, codes_only[0][0]) for items, _ in codes_only)
 
 
 def test_item_candidates_reach_items_the_beam_pruned() -> None:

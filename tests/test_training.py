@@ -350,6 +350,18 @@ def test_an_item_head_run_learns_its_items_and_ranks_each_way(
     assert proc.returncode == 0, proc.stderr[-3000:]
     half = json.loads((run_dir / "eval_test_w0.5_metrics.json").read_text())
     assert half["item_score_weight"] == 0.5 and half["rank_by"] == "both"
+    proc = run_script(["evaluate.py", f"--ckpt={run_dir}", "--item_weight_grid=[1,4]", *args])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    grid = {w: json.loads((run_dir / f"eval_test_w{w}_metrics.json").read_text()) for w in "14"}
+    proc = run_script(["evaluate.py", f"--ckpt={run_dir}", "--item_score_weight=4", *args])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    four = json.loads((run_dir / "eval_test_w4_metrics.json").read_text())
+    for k in ("recall@1", "recall@10", "ndcg@10"):  # one search, the same ranking as alone
+        assert grid["4"][k] == four[k], k
+    assert grid["1"]["item_score_weight"] == 1.0
+    both = ["--item_weight_grid=[1]", "--item_score_weight=2"]
+    line = one_line_error(run_script(["evaluate.py", f"--ckpt={run_dir}", *both, *args]))
+    assert "give one of the two" in line
     rec = Recommender.load(run_dir)
     history = load_split(small_data / "small", "small", "test")[0]["inter_history"]
     shown = rec.recommend(history, ["lab glassware"], k=10, exclude=history)
