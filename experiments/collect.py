@@ -11,6 +11,13 @@ and the training time, plus every seed's value; and a paired comparison with the
 over the seeds both have (mean difference, its standard deviation, and whether the mean gain
 exceeds twice the seed-to-seed spread). The SASRec rows come from ``sasrec-s<seed>.json`` files
 written by the same script (its test metrics).
+
+A run with an item head counts at the item-head weight chosen on valid, as train.py's
+``--item_weight_grid`` does (``item_weights.json``; its test metrics are at that weight). A run
+trained before that key existed gets the same rule applied to evaluate.py's valid passes at each
+weight (``eval_valid_wW_metrics.json``; its own weight scored its best valid NDCG@10), and its
+metrics come from the test pass at the chosen weight (``eval_test_wW...``, its skip-history and
+interest views too). The per-seed list names each run's weight.
 """
 
 from __future__ import annotations
@@ -25,13 +32,14 @@ from pathlib import Path
 import yaml
 
 from config import split_argv
-from model.checkpoint import eval_label, eval_metrics_file
+from model.checkpoint import ITEM_WEIGHTS_FILE, eval_label, eval_metrics_file
 
 METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
 NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
 
 
 SMALL_FILES = ("config.yaml", "metrics.jsonl", "test_metrics.json")
+WEIGHT_FILE = re.compile(r"^eval_(valid|test)[\w.-]*?_w(?P<weight>[\d.]+)_metrics\.json$")
 # The test ranking with each user's history left out (SASRec's metrics file: test_skip_history):
 # in test_metrics.json since train.py reports it, for older runs from evaluate.py
 # --skip_history=true; a variant with a seed that has neither gets no such column
@@ -47,6 +55,7 @@ VIEW_FILES = {
     "codes_only_ndcg@10": eval_metrics_file(eval_label("test", rank_by="codes")),
     "items_only_ndcg@10": eval_metrics_file(eval_label("test", rank_by="items")),
 }
+INTEREST_VIEWS = {"no_interests_ndcg@10": "none", "shuffled_interests_ndcg@10": "shuffled"}
 
 
 def training_seconds(run_dir: Path) -> float:
@@ -77,6 +86,11 @@ def copy_small_files(runs: Path, dest: Path) -> None:
         if path.is_dir():
             (dest / path.name).mkdir(parents=True, exist_ok=True)
             extra = [n for n in (SKIP_FILE, *VIEW_FILES.values()) if (path / n).exists()]
+            extra += sorted(
+                p.name
+                for p in path.iterdir()
+                if WEIGHT_FILE.match(p.name) or p.name == ITEM_WEIGHTS_FILE
+            )
             for name in (*SMALL_FILES, *extra):
                 shutil.copy(path / name, dest / path.name / name)
         else:
@@ -97,27 +111,76 @@ def evaluated(run_dir: Path, name: str, beams: int) -> dict:
     return metrics
 
 
+def chosen_weight(path: Path, cfg: dict, test: dict) -> tuple[float, float] | None:
+    """``(weight, valid NDCG@10 at it)`` chosen on valid for an item-head run (see the module
+    docstring); None without an item head or with fewer than two weights scored on valid."""
+    if not cfg.get("item_head"):
+        return None
+    if (path / ITEM_WEIGHTS_FILE).exists():
+        grid = json.loads((path / ITEM_WEIGHTS_FILE).read_text())
+        return grid["chosen"], grid["valid_ndcg@10"][f"{grid['chosen']:g}"]
+    own = float(cfg.get("item_score_weight", 1.0))
+    valid = {own: test["best_valid_ndcg@10"]}
+    for p in path.iterdir():
+        match = WEIGHT_FILE.match(p.name)
+        if match and p.name == eval_metrics_file(f"valid_w{match['weight']}"):
+            scored = evaluated(path, p.name, cfg.get("num_beams"))
+            if scored:
+                valid[float(match["weight"])] = scored["ndcg@10"]
+    if len(valid) < 2:
+        return None
+    best = max(valid[w] for w in sorted(valid))
+    chosen = min(w for w in valid if valid[w] == best)  # ties: the smaller, as the grid's order
+    return chosen, valid[chosen]
+
+
+def run_row(path: Path) -> dict:
+    """A finished run's row: its test metrics, at its valid-chosen item-head weight if it has one
+    (module docstring), with the skip-history and view figures made at that same ranking."""
+    test = json.loads((path / "test_metrics.json").read_text())
+    cfg = yaml.safe_load((path / "config.yaml").read_text())
+    beams = cfg.get("num_beams")
+    row = {"best_valid_ndcg@10": test["best_valid_ndcg@10"]}
+    at = None  # the weight suffix of evaluate.py's files at the chosen weight (None: the run's own)
+    picked = chosen_weight(path, cfg, test)
+    if picked and picked[0] != float(cfg.get("item_score_weight", 1.0)):
+        name = eval_metrics_file(eval_label("test", item_score_weight=picked[0]))
+        moved = evaluated(path, name, beams)
+        if moved:
+            test, at = moved, picked[0]
+        else:
+            print(f"note: {path}: no {name}; its row stays at the trained weight")
+            picked = None
+    if picked:
+        row["item_weight"], row["best_valid_ndcg@10"] = picked
+    row.update({k: test[k] for k in METRICS})
+    row["train_minutes"] = training_seconds(path) / 60
+    skip_name = eval_metrics_file(eval_label("test", skip_history=True, item_score_weight=at))
+    skip = (at is None and test.get("skip_history")) or evaluated(path, skip_name, beams)
+    row.update({k: skip[m] for k, m in SKIP_METRICS.items() if m in skip})
+    for key, name in VIEW_FILES.items():
+        if key in INTEREST_VIEWS:  # made at the ranking's weight; codes or items alone have none
+            name = eval_metrics_file(
+                eval_label("test", interests=INTEREST_VIEWS[key], item_score_weight=at)
+            )
+        view = evaluated(path, name, beams)
+        if view:
+            row[key] = view["ndcg@10"]
+    return row
+
+
 def load_runs(runs: Path) -> dict[str, dict[int, dict]]:
     table: dict[str, dict[int, dict]] = {}
     for path, variant, seed in finished(runs):
         if path.is_dir():
-            test = json.loads((path / "test_metrics.json").read_text())
-            row = {k: test[k] for k in METRICS}
-            row["best_valid_ndcg@10"] = test["best_valid_ndcg@10"]
-            row["train_minutes"] = training_seconds(path) / 60
-            beams = yaml.safe_load((path / "config.yaml").read_text()).get("num_beams")
-            skip = test.get("skip_history") or evaluated(path, SKIP_FILE, beams)
-            for key, name in VIEW_FILES.items():
-                view = evaluated(path, name, beams)
-                if view:
-                    row[key] = view["ndcg@10"]
+            row = run_row(path)
         else:  # a baseline's metrics file (SASRec)
             data = json.loads(path.read_text())
             row = {k: data["test"][k] for k in METRICS if k in data["test"]}
             row["best_valid_ndcg@10"] = data["valid"].get("ndcg@10")
             row["train_minutes"] = data.get("seconds", 0.0) / 60
             skip = data.get("test_skip_history", {})
-        row.update({k: skip[m] for k, m in SKIP_METRICS.items() if m in skip})
+            row.update({k: skip[m] for k, m in SKIP_METRICS.items() if m in skip})
         table.setdefault(variant, {})[seed] = row
     return table
 
@@ -191,7 +254,9 @@ def markdown(summary: dict, baseline: str) -> str:
     lines.append("")
     for variant, s in summary.items():
         vals = ", ".join(
-            f"s{seed}: {row['ndcg@10']:.4f}" for seed, row in sorted(s["per_seed"].items())
+            f"s{seed}: {row['ndcg@10']:.4f}"
+            + (f" (w{row['item_weight']:g})" if "item_weight" in row else "")
+            for seed, row in sorted(s["per_seed"].items())
         )
         lines.append(f"- {variant}: {vals}")
     return "\n".join(lines) + "\n"

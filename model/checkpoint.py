@@ -59,6 +59,9 @@ def load_state_strict(module: nn.Module, state: dict, what: str) -> None:
     module.load_state_dict(state, strict=True)
 
 
+ITEM_WEIGHTS_FILE = "item_weights.json"  # the item head's weight chosen on valid (item_weight_grid)
+
+
 def eval_label(
     split: str,
     skip_history: bool = False,

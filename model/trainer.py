@@ -45,6 +45,7 @@ from data.paths import dataset_dir
 from data.splits import SPLITS
 from model.checkpoint import (
     BEST,
+    ITEM_WEIGHTS_FILE,
     atomic_save,
     load_best,
     load_file,
@@ -60,7 +61,6 @@ from model.recommender import build_models
 from model.report import METRIC, format_table, plot_curves
 
 STAGES = ("tokenizer", "joint", "finetune", "test")
-ITEM_WEIGHTS_FILE = "item_weights.json"  # the item head's weight chosen on valid (item_weight_grid)
 
 
 def seed_everything(seed: int) -> None:

@@ -87,3 +87,64 @@ def test_table_numbers_and_copied_files(tmp_path: Path) -> None:
     assert "| kw-simple | 3 |" in table
     assert summary["kw-stale"]["vs_baseline_ndcg@10"]["below_2x_seed_std"] is True
     assert "-0.0070 (-21.9%) ± 0.0017 **worse, > 2σ**" in table
+
+
+def item_head_run(runs: Path, name: str, ndcg10: float, files: dict[str, dict]) -> Path:
+    """A finished run with an item head trained at weight 1 (test NDCG@10 ``ndcg10``, best valid
+    0.07, its skip-history pass inside test_metrics.json) and evaluate.py's ``files``."""
+    fake_run(runs, name, ndcg10, 60.0)
+    run = runs / name
+    test = json.loads((run / "test_metrics.json").read_text())
+    test |= {"best_valid_ndcg@10": 0.07, "skip_history": {"recall@10": 0.5, "ndcg@10": 0.5}}
+    (run / "test_metrics.json").write_text(json.dumps(test))
+    (run / "config.yaml").write_text("num_beams: 20\nitem_head: true\nitem_score_weight: 1.0\n")
+    for file, metrics in files.items():
+        (run / file).write_text(json.dumps(metrics | {"num_beams": 20}))
+    return run
+
+
+def test_item_head_runs_count_at_their_valid_chosen_weight(tmp_path: Path) -> None:
+    """A run that chose its weight itself (item_weights.json) counts as trained; an older one gets
+    the same rule from evaluate.py's valid passes, and its test pass, skip-history and interest
+    views at that weight (never the trained weight's); without a test pass at the chosen weight,
+    or when its own weight wins a tie, it stays at the trained weight."""
+    runs = tmp_path / "runs"
+    chose = item_head_run(runs, "new-s1", 0.05, {})
+    (chose / "item_weights.json").write_text(
+        json.dumps({"valid_ndcg@10": {"1": 0.07, "4": 0.08}, "chosen": 4.0})
+    )
+    (chose / "config.yaml").write_text("num_beams: 20\nitem_head: true\nitem_score_weight: 4.0\n")
+    at = {m: 0.06 for m in METRICS}
+    item_head_run(
+        runs,
+        "old-s1",
+        0.04,
+        {
+            "eval_valid_w4_metrics.json": {"ndcg@10": 0.08},
+            "eval_valid_w8_metrics.json": {"ndcg@10": 0.075},
+            "eval_valid_w16_metrics.json": {"ndcg@10": 0.09, "max_eval_users": 10},  # not whole
+            "eval_test_w4_metrics.json": at,
+            "eval_test_w8_metrics.json": {m: 0.07 for m in METRICS},
+            "eval_test_interests-none_w4_metrics.json": {"ndcg@10": 0.055},
+            "eval_test_interests-none_metrics.json": {"ndcg@10": 0.03},
+        },
+    )
+    item_head_run(runs, "untested-s1", 0.04, {"eval_valid_w2_metrics.json": {"ndcg@10": 0.09}})
+    item_head_run(runs, "tie-s1", 0.04, {"eval_valid_w2_metrics.json": {"ndcg@10": 0.07}})
+    collect.main([f"--runs={runs}", f"--out={tmp_path / 'out'}", "--tag=t", "--baseline=new"])
+
+    summary = json.loads((tmp_path / "out" / "t.json").read_text())
+    new, old = summary["new"]["per_seed"]["1"], summary["old"]["per_seed"]["1"]
+    assert (new["ndcg@10"], new["item_weight"], new["best_valid_ndcg@10"]) == (0.05, 4.0, 0.08)
+    assert new["skip_ndcg@10"] == 0.5  # train.py's skip pass ranked at the chosen weight
+    assert (old["ndcg@10"], old["item_weight"], old["best_valid_ndcg@10"]) == (0.06, 4.0, 0.08)
+    assert old["no_interests_ndcg@10"] == 0.055
+    assert "skip_ndcg@10" not in old  # only at weight 1, which is not this row's ranking
+    untested = summary["untested"]["per_seed"]["1"]
+    assert untested["ndcg@10"] == 0.04 and "item_weight" not in untested
+    tie = summary["tie"]["per_seed"]["1"]
+    assert (tie["ndcg@10"], tie["item_weight"]) == (0.04, 1.0)
+    assert "- old: s1: 0.0600 (w4)" in (tmp_path / "out" / "t.md").read_text()
+    copied = {p.name for p in (tmp_path / "out" / "t" / "old-s1").iterdir()}
+    assert {"eval_valid_w4_metrics.json", "eval_test_interests-none_w4_metrics.json"} <= copied
+    assert "item_weights.json" in {p.name for p in (tmp_path / "out" / "t" / "new-s1").iterdir()}
