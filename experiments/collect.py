@@ -262,24 +262,50 @@ def markdown(summary: dict, baseline: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict, path: Path, title: str) -> None:
+def plot(summary: dict, path: Path, title: str, baseline: str) -> None:
+    """Left: each variant's seeds and mean ± std (the axis is zoomed: it does not start at 0).
+    Right: each seed's paired difference from ``baseline``, with the mean and the 2σ band of
+    the seed spread that the table's verdict uses."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(summary)
-    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(2.4 * len(names) + 4, 4.2))
     for i, name in enumerate(names):
         vals = [row["ndcg@10"] for row in summary[name]["per_seed"].values()]
-        ax.bar(i, statistics.fmean(vals), color="tab:blue", alpha=0.5)
-        ax.errorbar(
-            i, statistics.fmean(vals), yerr=summary[name]["ndcg@10"]["std"], color="k", capsize=6
+        left.errorbar(
+            i,
+            statistics.fmean(vals),
+            yerr=summary[name]["ndcg@10"]["std"],
+            fmt="_",
+            ms=24,
+            color="tab:blue",
+            capsize=8,
         )
-        ax.scatter([i] * len(vals), vals, color="k", s=12, zorder=3)
-    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
-    ax.set_ylabel("test NDCG@10 (mean ± std; dots = seeds)")
-    ax.set_title(title)
+        left.scatter([i] * len(vals), vals, color="k", s=12, zorder=3)
+    left.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    left.set_ylabel("test NDCG@10 (mean ± std; dots = seeds)")
+    left.set_title(title, fontsize=10)
+    base = summary.get(baseline, {}).get("per_seed", {})
+    for i, name in enumerate(names):
+        cmp = summary[name].get("vs_baseline_ndcg@10")
+        if not cmp:
+            continue
+        seeds = summary[name]["per_seed"]
+        diffs = [seeds[s]["ndcg@10"] - base[s]["ndcg@10"] for s in cmp["seeds"]]
+        spread = max(summary[name]["ndcg@10"]["std"], summary[baseline]["ndcg@10"]["std"])
+        right.add_patch(
+            plt.Rectangle((i - 0.3, -2 * spread), 0.6, 4 * spread, color="tab:gray", alpha=0.25)
+        )
+        right.scatter([i] * len(diffs), diffs, color="k", s=12, zorder=3)
+        right.plot([i - 0.3, i + 0.3], [cmp["mean_diff"]] * 2, color="tab:red")
+    right.axhline(0, color="k", lw=0.8)
+    right.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    right.set_xlim(-0.5, len(names) - 0.5)
+    right.set_ylabel(f"paired difference from {baseline}")
+    right.set_title("per seed (dots), mean (red), ±2σ of the seed spread (grey)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -299,7 +325,7 @@ def main(argv: list[str]) -> None:
     text = markdown(summary, baseline)
     (out / f"{tag}.md").write_text(text)
     if "plot" in args:
-        plot(summary, Path(args["plot"]), args.get("title", tag))
+        plot(summary, Path(args["plot"]), args.get("title", tag), baseline)
     print(text)
 
 

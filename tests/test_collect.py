@@ -131,7 +131,10 @@ def test_item_head_runs_count_at_their_valid_chosen_weight(tmp_path: Path) -> No
     )
     item_head_run(runs, "untested-s1", 0.04, {"eval_valid_w2_metrics.json": {"ndcg@10": 0.09}})
     item_head_run(runs, "tie-s1", 0.04, {"eval_valid_w2_metrics.json": {"ndcg@10": 0.07}})
-    collect.main([f"--runs={runs}", f"--out={tmp_path / 'out'}", "--tag=t", "--baseline=new"])
+    figure = tmp_path / "t.png"
+    args = [f"--runs={runs}", f"--out={tmp_path / 'out'}", "--tag=t", "--baseline=new"]
+    collect.main([*args, f"--plot={figure}"])
+    assert figure.read_bytes().startswith(b"\x89PNG")  # the paired panel drew each variant
 
     summary = json.loads((tmp_path / "out" / "t.json").read_text())
     new, old = summary["new"]["per_seed"]["1"], summary["old"]["per_seed"]["1"]
