@@ -114,7 +114,7 @@ def main(argv: list[str]) -> None:
         skip_history=bool(cfg.skip_history),
         prior=prior,
         ranking=ranking,
-        weights=grid or [ranking.item_score_weight],
+        weights=grid or None,
     )
     seconds = round(time.perf_counter() - start, 2)
     for w, ranks_w in zip(grid or [weight], ranks, strict=True):

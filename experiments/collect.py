@@ -121,12 +121,10 @@ def chosen_weight(path: Path, cfg: dict, test: dict) -> tuple[float, float] | No
         return grid["chosen"], grid["valid_ndcg@10"][f"{grid['chosen']:g}"]
     own = float(cfg.get("item_score_weight", 1.0))
     valid = {own: test["best_valid_ndcg@10"]}
-    for p in path.iterdir():
-        match = WEIGHT_FILE.match(p.name)
-        if match and p.name == eval_metrics_file(f"valid_w{match['weight']}"):
-            scored = evaluated(path, p.name, cfg.get("num_beams"))
-            if scored:
-                valid[float(match["weight"])] = scored["ndcg@10"]
+    for p in path.glob(eval_metrics_file("valid_w*")):  # the plain valid ranking at weight W
+        scored = evaluated(path, p.name, cfg.get("num_beams"))
+        if scored:
+            valid[float(WEIGHT_FILE.match(p.name)["weight"])] = scored["ndcg@10"]
     if len(valid) < 2:
         return None
     best = max(valid[w] for w in sorted(valid))

@@ -153,8 +153,7 @@ def recommend_batch_weights(
 
 def rank_split(*args, ranking: Ranking = Ranking(), **kwargs) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, ranks)``: ``rank_split_weights`` at the ranking's own weight (``ranks [N]``)."""
-    weights = (ranking.item_score_weight,)
-    rows, ranks = rank_split_weights(*args, ranking=ranking, weights=weights, **kwargs)
+    rows, ranks = rank_split_weights(*args, ranking=ranking, **kwargs)
     return rows, ranks[0]
 
 
@@ -178,11 +177,12 @@ def rank_split_weights(
     skip_history: bool = False,
     prior: list[torch.Tensor] | None = None,
     ranking: Ranking = Ranking(),
-    weights: Sequence[float] = (1.0,),
+    weights: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, ranks [W, N])``: each evaluated row of the split (all, or its first
     ``max_users`` rows) and, at each item-head weight of ``weights`` (``recommend_batch_weights``),
-    its target's 0-based rank in the top ``topk`` (-1: not there), in row order.
+    its target's 0-based rank in the top ``topk`` (-1: not there), in row order; ``weights``
+    None: the ranking's own weight.
     ``skip_history`` ranks only items outside each row's history as the model reads it (the
     last ``max_history`` items; a purchased item is never a target in these splits, so this is
     the ranking a shop would show). ``prior``: see ``beam_search``; ``ranking``: ``Ranking``.
@@ -190,6 +190,7 @@ def rank_split_weights(
     With several processes each takes every ``world``-th batch and ``gather`` (accelerate's
     ``gather_for_metrics``-like callable) collects (row, rank) pairs, so each user counts once.
     """
+    weights = weights or (ranking.item_score_weight,)
     was_training = model.training
     model.eval()
     lengths = data.lengths[:max_users] if max_users else data.lengths
