@@ -210,9 +210,11 @@ def summarise(table: dict[str, dict[int, dict]], baseline: str) -> dict:
             )
             summary["vs_baseline_ndcg@10"] = {
                 "seeds": common,
+                "diffs": diffs,  # per seed of ``seeds``
                 "mean_diff": d_mean,
                 "std_diff": d_std,
                 "relative": d_mean / statistics.fmean(base[s]["ndcg@10"] for s in common),
+                "seed_spread": spread,  # the larger seed std of the two, over ``seeds``
                 "exceeds_2x_seed_std": d_mean > 2 * spread,  # a gain beyond the spread
                 "below_2x_seed_std": d_mean < -2 * spread,  # a loss beyond it
             }
@@ -286,14 +288,11 @@ def plot(summary: dict, path: Path, title: str, baseline: str) -> None:
     left.set_xticks(range(len(names)), names, rotation=20, ha="right")
     left.set_ylabel("test NDCG@10 (mean ± std; dots = seeds)")
     left.set_title(title, fontsize=10)
-    base = summary.get(baseline, {}).get("per_seed", {})
     for i, name in enumerate(names):
         cmp = summary[name].get("vs_baseline_ndcg@10")
         if not cmp:
             continue
-        seeds = summary[name]["per_seed"]
-        diffs = [seeds[s]["ndcg@10"] - base[s]["ndcg@10"] for s in cmp["seeds"]]
-        spread = max(summary[name]["ndcg@10"]["std"], summary[baseline]["ndcg@10"]["std"])
+        diffs, spread = cmp["diffs"], cmp["seed_spread"]
         right.add_patch(
             plt.Rectangle((i - 0.3, -2 * spread), 0.6, 4 * spread, color="tab:gray", alpha=0.25)
         )

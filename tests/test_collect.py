@@ -59,6 +59,9 @@ def test_table_numbers_and_copied_files(tmp_path: Path) -> None:
     cmp = kw["vs_baseline_ndcg@10"]
     diffs = [n - b for b, n in zip(base, new, strict=True)]
     assert cmp["mean_diff"] == pytest.approx(statistics.fmean(diffs))
+    assert cmp["diffs"] == pytest.approx(diffs)  # what the plot's paired panel draws
+    spread = max(statistics.stdev(base), statistics.stdev(new))
+    assert cmp["seed_spread"] == pytest.approx(spread)  # the plot's 2σ band is the verdict's
     assert cmp["exceeds_2x_seed_std"] is (statistics.fmean(diffs) > 2 * statistics.stdev(base))
     assert (
         summary["sasrec"]["ndcg@10"]["std"] == 0.0
