@@ -58,6 +58,9 @@ def main(argv: list[str]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"run folder: {run_dir}")
     trainer.run(stop_after="test" if cfg.stage == "all" else cfg.stage)
+    # every rank leaves its process group before exiting: otherwise gloo's worker threads can
+    # still be alive while the interpreter shuts down, and the process aborts (SIGABRT)
+    trainer.acc.end_training()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -90,6 +91,13 @@ def run_script(args: list[str], *, timeout: int = 600, launcher: list[str] | Non
     )
 
 
+def messages(proc: subprocess.CompletedProcess) -> str:
+    """A script's stderr without its progress-bar updates (the last 3,000 characters), so that a
+    failed assertion shows what the script said rather than its bars."""
+    lines = re.split(r"[\r\n]+", proc.stderr)
+    return "\n".join(line for line in lines if line and "%|" not in line)[-3000:]
+
+
 def read_log(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -104,9 +112,9 @@ def timeless(log: list[dict]) -> list[dict]:
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
     """A failed script's stderr, which must be one ``error: ...`` line (no traceback)."""
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == 1, messages(proc)
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), messages(proc)
     return lines[0]
 
 
@@ -119,7 +127,7 @@ def copy_run(run_dir: Path, dest: Path) -> Path:
 def finished_run(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     proc = run_script(["train.py", *train_args(small_data, out, "full")])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, messages(proc)
     return out / "full"
 
 
@@ -173,7 +181,7 @@ def test_evaluate_cli_matches_training_test_metrics(
     proc = run_script(
         ["evaluate.py", f"--ckpt={run_dir}", f"--data_dir={moved}", "--save_ranks=true", *args]
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, messages(proc)
     assert "| test |" in proc.stdout
     assert (run_dir / "test_metrics.json").read_bytes() == before
     from_training = json.loads(before)
@@ -188,18 +196,18 @@ def test_evaluate_cli_matches_training_test_metrics(
         {k: from_cli[k] for k in ("recall@1", "ndcg@1", "recall@10", "ndcg@10")}
     )
     proc = run_script(["evaluate.py", f"--ckpt={run_dir}", "--skip_history=true", *args])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, messages(proc)
     assert "| test_skip_history |" in proc.stdout
     skipped = json.loads((run_dir / "eval_test_skip_history_metrics.json").read_text())
     for k in ("recall@1", "recall@10", "ndcg@10"):
         assert skipped[k] == pytest.approx(from_training["skip_history"][k], abs=1e-9), k
     proc = run_script(["evaluate.py", f"--ckpt={run_dir}", "--eval_interests=none", *args])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, messages(proc)
     assert "| test_interests-none |" in proc.stdout
     without = json.loads((run_dir / "eval_test_interests-none_metrics.json").read_text())
     assert without["eval_interests"] == "none" and without["users"] == from_training["users"]
     proc = run_script(["evaluate.py", f"--ckpt={run_dir}", "--popularity_adjust=0.5", *args])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, messages(proc)
     assert "| test_pop0.5 |" in proc.stdout
     adjusted = json.loads((run_dir / "eval_test_pop0.5_metrics.json").read_text())
     assert adjusted["popularity_adjust"] == 0.5 and adjusted["users"] == from_training["users"]
@@ -321,7 +329,7 @@ def test_an_item_head_run_learns_its_items_and_ranks_each_way(
         "--item_weight_grid=[0.5,2]",
     )
     proc = run_script(["train.py", *args])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, messages(proc)
     run_dir = tmp_path / "items"
     chosen = json.loads((run_dir / "item_weights.json").read_text())
     valid = chosen["valid_ndcg@10"]
@@ -337,7 +345,7 @@ def test_an_item_head_run_learns_its_items_and_ranks_each_way(
     got = {}
     for by in ("run", "codes", "items"):
         proc = run_script(["evaluate.py", f"--ckpt={run_dir}", f"--rank_by={by}", *args])
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.returncode == 0, messages(proc)
         label = "test" if by == "run" else f"test_by-{by}"
         assert f"| {label} |" in proc.stdout
         got[by] = json.loads((run_dir / f"eval_{label}_metrics.json").read_text())
@@ -347,14 +355,14 @@ def test_an_item_head_run_learns_its_items_and_ranks_each_way(
         assert got["run"][k] == pytest.approx(trained[k], abs=1e-9), k
     assert got["items"]["ndcg@10"] != got["codes"]["ndcg@10"]
     proc = run_script(["evaluate.py", f"--ckpt={run_dir}", "--item_score_weight=0.5", *args])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, messages(proc)
     half = json.loads((run_dir / "eval_test_w0.5_metrics.json").read_text())
     assert half["item_score_weight"] == 0.5 and half["rank_by"] == "both"
     proc = run_script(["evaluate.py", f"--ckpt={run_dir}", "--item_weight_grid=[1,4]", *args])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, messages(proc)
     grid = {w: json.loads((run_dir / f"eval_test_w{w}_metrics.json").read_text()) for w in "14"}
     proc = run_script(["evaluate.py", f"--ckpt={run_dir}", "--item_score_weight=4", *args])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, messages(proc)
     four = json.loads((run_dir / "eval_test_w4_metrics.json").read_text())
     for k in ("recall@1", "recall@10", "ndcg@10"):  # one search, the same ranking as alone
         assert grid["4"][k] == four[k], k
@@ -428,12 +436,12 @@ def test_sigkill_in_every_stage_then_resume_logs_the_uninterrupted_run(
     for i, point in enumerate(KILLS):
         start = resume if i else ["train.py", *train_args(small_data, tmp_path, "killed")]
         proc = run_script(["tests/kill_at.py", point, *start])
-        assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+        assert proc.returncode == -signal.SIGKILL, messages(proc)
         assert not (run_dir / "test_metrics.json").exists()
         if i:
             assert f"resuming {run_dir} at stage '{KILLS[i - 1].split(':')[1]}'" in proc.stdout
     resumed = run_script(resume)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, messages(resumed)
     assert f"resuming {run_dir} at stage 'finetune', epoch 1" in resumed.stdout
     assert timeless(read_log(run_dir)) == timeless(read_log(finished_run))
     want = json.loads((finished_run / "test_metrics.json").read_text())
@@ -451,7 +459,7 @@ def test_two_ddp_processes_match_one(small_data: Path, tmp_path: Path) -> None:
         "--cycle=2",
     ]
     one = run_script(["train.py", *train_args(small_data, tmp_path, "one", *common)])
-    assert one.returncode == 0, one.stderr[-3000:]
+    assert one.returncode == 0, messages(one)
     two = run_script(
         ["train.py", *train_args(small_data, tmp_path, "two", *common)],
         launcher=[
@@ -462,7 +470,7 @@ def test_two_ddp_processes_match_one(small_data: Path, tmp_path: Path) -> None:
             "--master_port=29517",
         ],
     )
-    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.returncode == 0, messages(two)
     log_one, log_two = read_log(tmp_path / "one"), read_log(tmp_path / "two")
     joint_one = [r for r in log_one if r["stage"] == "joint"]
     joint_two = [r for r in log_two if r["stage"] == "joint"]
