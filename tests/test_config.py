@@ -302,3 +302,22 @@ def test_given_keys_are_the_command_line_and_config_file_keys(tmp_path: Path) ->
     extra.write_text("seed: 3\ntrain:\n  epochs: 5\ndata_process:\n  min_items: 4\n")
     given = given_keys("train", [f"--config={extra}", "--lr_rec=0.01"])
     assert given == {"lr_rec": 0.01, "seed": 3, "epochs": 5}
+
+
+def test_every_sweep_settings_line_is_a_valid_train_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typo in a settings line would otherwise surface only when a queued sweep reaches it,
+    hours later; the labels must be unique, since each names its run folder."""
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # the lines name --config=config/... from the repository root
+    for settings in sorted((root / "experiments").glob("base_sweep_*.txt")):
+        labels = []
+        for number, line in enumerate(settings.read_text().splitlines(), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            label, *args = line.split()
+            labels.append(label)
+            try:
+                load_config("train", ["--dataset=scientific18", *args])
+            except ConfigError as err:
+                pytest.fail(f"{settings.name}:{number} ({label}): {err}")
+        assert len(labels) == len(set(labels)) > 0, settings.name
