@@ -3,7 +3,8 @@
 # finetune, test table.
 #
 #   bash run.sh                       amazon18-scientific, CPU preset (config/cpu.yaml), keyword interests
-#                                     (interest dropout 0.5), item head on the frozen SASRec table
+#                                     (gated fusion, interest dropout 0.5), item head on the frozen
+#                                     SASRec table whose query also reads the last item
 #   bash run.sh scientific            amazon23-scientific, the paper's configuration, ID-only
 #   bash run.sh scientific18 --epochs=20 --interests.backend=local   extra keys pass through
 #
