@@ -316,12 +316,15 @@ def test_an_item_head_run_learns_its_items_and_ranks_each_way(
     metrics are evaluate.py's default ranking (both) at the weight chosen on valid from
     ``--item_weight_grid`` (recorded in config.yaml), the other rankings get their own files,
     and the demo's ``Recommender`` serves it (with ``--item_input`` and ``--item_query_last``,
-    it passes the history's item ids to the encoder and the head too). A run without the head
-    refuses ``--rank_by``."""
+    it passes the history's item ids to the encoder and the head too). The interests go through
+    the gated fusion with interest dropout, as in ``bash run.sh``'s preset. A run without the
+    head refuses ``--rank_by``."""
     args = train_args(
         small_data,
         tmp_path,
         "items",
+        "--fusion_type=adaptive",
+        "--interest_dropout=0.5",
         "--item_head=true",
         "--item_input=true",
         "--item_query_last=true",
