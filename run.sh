@@ -26,8 +26,8 @@ case $dataset in
   # 0.0655 +- 0.0005 over 5 seeds against SASRec's 0.0630 +- 0.0006 (README "Interests on the
   # last-item-query preset", results/interests_last.md)
   scientific18) preset=(--config=config/cpu.yaml --interests.backend=keywords --embeddings.kind=sasrec
-    --fusion_type=adaptive --interest_dropout=0.5 --item_head=true --item_table=semantic_frozen --item_query_last=true
-    "--item_weight_grid=[0.5,1,2,4,8]") ;;
+    --fusion_type=adaptive --interest_dropout=0.5 --item_head=true --item_table=semantic_frozen
+    --item_query_last=true "--item_weight_grid=[0.5,1,2,4,8]") ;;
   scientific) preset=(--interests.backend=none --embeddings.kind=sasrec --interest_fusion=false) ;;
   *) preset=() ;;
 esac

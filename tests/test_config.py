@@ -312,9 +312,9 @@ def test_every_sweep_settings_line_is_a_valid_train_config(monkeypatch: pytest.M
     for settings in sorted((root / "experiments").glob("base_sweep_*.txt")):
         labels = []
         for number, line in enumerate(settings.read_text().splitlines(), 1):
-            if not line.strip() or line.startswith("#"):
+            label, *args = line.split() or ["#"]  # as base_sweep.sh reads it: blank, # comment
+            if label.startswith("#"):
                 continue
-            label, *args = line.split()
             labels.append(label)
             try:
                 load_config("train", ["--dataset=scientific18", *args])
