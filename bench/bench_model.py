@@ -82,7 +82,7 @@ def train_phase(cfg, mode: str, steps: int) -> dict:
         x = semantic[batch.target_ids]
         if mode == "tokenizer":  # a tokenizer step after warm-up: frozen recommender + RQ-VAE
             with torch.no_grad():
-                rec = model.eval()(batch)  # float32 here, autocast in training with bf16
+                rec = model.eval()(batch, with_items=False)  # float32 here, autocast with bf16
             out = tokenizer(x, seq_latent=rec["seq_latent"])
             loss = tokenizer_objective(out, rec, batch.target_ids, cfg)["loss"]
             opt_id.zero_grad()

@@ -39,7 +39,7 @@ def level_ranks(rec: Recommender, data, batch_size: int = 512) -> np.ndarray:
     for start in range(0, len(data.target), batch_size):
         rows = np.arange(start, min(start + batch_size, len(data.target)))
         batch = make_batch(data, rows, rec.item_codes, rec.features)
-        logits = rec.model(batch)["logits"]
+        logits = rec.model(batch, with_items=False)["logits"]
         codes, node, ranks = batch.target_codes, torch.zeros(len(rows), dtype=torch.long), []
         for level, table in enumerate(trie.child):
             valid = table[node] >= 0

@@ -210,9 +210,11 @@ class GenerativeRecommender(nn.Module):
             total = total + logp.gather(1, codes[:, :, level].reshape(-1, 1)).view(b, m)
         return total
 
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, with_items: bool = True) -> dict[str, torch.Tensor]:
         """Teacher-forced pass: code logits ``[B, depth, K]``, the alignment heads' outputs and,
-        with ``item_head``, item logits ``[B, num_items]``."""
+        with ``item_head`` and ``with_items``, item logits ``[B, num_items]``. A tokenizer step
+        reads only the alignment heads (``with_items=False``): on a large catalogue the item
+        logits would be most of its cost."""
         memory, memory_mask, pooled = self.encode(batch)
         target_tokens = self.tokens(batch.target_codes)
         start = target_tokens.new_zeros(target_tokens.shape[0], 1)
@@ -226,7 +228,7 @@ class GenerativeRecommender(nn.Module):
             "seq_latent": self.sia_head(pooled),
             "pref_semantic": self.psa_head(states[:, 0]),
         }
-        if self.item_head is not None:
+        if self.item_head is not None and with_items:
             out["item_logits"] = self.item_logits(states[:, 0], batch)
         return out
 

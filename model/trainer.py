@@ -620,7 +620,7 @@ class Trainer:
         rec = None
         if align:
             with torch.no_grad(), self.autocast():
-                rec = {k: v.float() for k, v in self.model(batch).items()}
+                rec = {k: v.float() for k, v in self.model(batch, with_items=False).items()}
         out = self.tokenizer_ddp(x, seq_latent=rec["seq_latent"] if rec else None)
         losses = tokenizer_objective(out, rec, batch.target_ids, self.cfg)
         self._step(losses["loss"], self.opt_id, self.sched_id, self.tokenizer)

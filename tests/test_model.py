@@ -396,6 +396,18 @@ def test_candidate_code_log_probs_equal_the_teacher_forced_ones() -> None:
     assert torch.allclose(out["item_logits"].log_softmax(-1), item_logp, atol=1e-5)
 
 
+def test_a_pass_without_item_logits_gives_the_same_other_outputs() -> None:
+    """What a tokenizer step reads (``with_items=False``) is what the full pass gives."""
+    codes, model, _, batch, _, _, _ = item_head_setup()
+    target = Batch(**batch, target_codes=codes[:3], target_ids=torch.arange(1, 4))
+    with torch.no_grad():
+        full, light = model(target), model(target, with_items=False)
+    assert "item_logits" in full and "item_logits" not in light
+    assert light.keys() == full.keys() - {"item_logits"}
+    for key, value in light.items():
+        assert torch.equal(value, full[key]), key
+
+
 @pytest.mark.parametrize("weight", [1.0, 0.3])
 def test_ranking_by_both_is_exact_when_the_candidates_cover_all_items(weight: float) -> None:
     """With beams and item candidates covering every item, ``both`` returns the exact top 10 of
