@@ -105,6 +105,7 @@ class FakeDashScope:
                 pass
 
             def _send(self, status: int, payload: dict) -> None:
+                self._done()
                 body = json.dumps(payload).encode("utf-8")
                 try:
                     self.send_response(status)
@@ -117,9 +118,18 @@ class FakeDashScope:
 
             def do_POST(self) -> None:
                 fake._count(+1)
+                self.counted = True
                 try:
                     self._answer()
                 finally:
+                    self._done()
+
+            def _done(self) -> None:
+                """A request stops counting as in flight once its answer is ready: the client
+                may send its next one as soon as the answer is written, before this thread
+                gets back to ``do_POST`` (on a loaded machine the old count saw one too many)."""
+                if self.counted:
+                    self.counted = False
                     fake._count(-1)
 
             def _answer(self) -> None:
