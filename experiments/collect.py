@@ -33,6 +33,7 @@ import yaml
 
 from config import split_argv
 from model.checkpoint import ITEM_WEIGHTS_FILE, eval_label, eval_metrics_file
+from model.report import epoch_records, record_seconds
 
 METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
 NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
@@ -60,12 +61,8 @@ INTEREST_VIEWS = {"no_interests_ndcg@10": "none", "shuffled_interests_ndcg@10": 
 
 def training_seconds(run_dir: Path) -> float:
     """Seconds of the training epochs and their validation passes (tokenizer pretraining and the
-    test pass are not logged with a duration). An epoch logged twice (a run killed between its
-    metrics line and its checkpoint, before train.py cut such lines on resume) counts once: the
-    last time, the one the run kept."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    epochs = {(r.get("stage"), r.get("epoch"), r.get("mode")): r for r in records}
-    return sum(r.get("seconds", 0.0) + r.get("valid_seconds", 0.0) for r in epochs.values())
+    test pass are not logged with a duration)."""
+    return sum(record_seconds(r) for r in epoch_records(run_dir))
 
 
 def finished(runs: Path) -> list[tuple[Path, str, int]]:

@@ -8,6 +8,20 @@ from pathlib import Path
 METRIC = "ndcg@10"  # the validation metric: early stopping and best checkpoints follow it
 
 
+def epoch_records(run_dir: Path) -> list[dict]:
+    """The records of a run's ``metrics.jsonl``, one per (stage, epoch, mode), in training order.
+    An epoch logged twice (a run killed between its metrics line and its checkpoint, before
+    train.py cut such lines on resume) counts once: the last time, the one the run kept."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    return list({(r.get("stage"), r.get("epoch"), r.get("mode")): r for r in records}.values())
+
+
+def record_seconds(record: dict) -> float:
+    """An epoch's training seconds plus its validation pass's (pretraining logs no duration)."""
+    return record.get("seconds", 0.0) + record.get("valid_seconds", 0.0)
+
+
 def plot_curves(run_dir: Path) -> None:
     """``curves.png``: training losses per epoch and validation NDCG@10, from metrics.jsonl."""
     import matplotlib
@@ -15,8 +29,7 @@ def plot_curves(run_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    epochs = [r for r in records if "loss" in r]
+    epochs = [r for r in epoch_records(run_dir) if "loss" in r]
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
     for mode in ("tokenizer", "recommender", "finetune"):
         pts = [(i, r["loss"]) for i, r in enumerate(epochs) if r["mode"] == mode]
