@@ -71,6 +71,8 @@ def main(argv: list[str]) -> None:
     if "sasrec" in args:
         sasrec = json.loads(Path(args["sasrec"]).read_text())
         ax_val.axhline(sasrec["valid"]["ndcg@10"], color="k", linestyle="--", label="SASRec")
+    if "budget_minutes" in args and not minutes:
+        raise SystemExit("plot_curves.py: --budget_minutes needs --x=minutes")
     if "budget_minutes" in args:
         budget = float(args["budget_minutes"])
         ax_val.axvline(budget, color="tab:red", alpha=0.5, label=f"{budget:g} min budget")

@@ -3,7 +3,7 @@
 # then collect. Finished runs are skipped, so an interrupted table resumes where it stopped.
 #
 #   SEEDS="1 2 3" PRESET=config/cpu.yaml RUNS=runs/exp18 bash experiments/run_table.sh
-#   (the tables in README were made with PRESET=config/smoke.yaml, the former cpu.yaml)
+#   (the tables in results/experiment_log.md were made with PRESET=config/smoke.yaml, the former cpu.yaml)
 #   VARIANTS="etegrec llm-simple kw-stride-simple" LOCAL_STRIDE=2 \
 #       LLM_ARGS=--interests.cache_only=true bash experiments/run_table.sh
 #

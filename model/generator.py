@@ -10,8 +10,9 @@ change of interests changes the decoder's logits. Without it, interests are neve
 
 With ``item_head`` the decoder's first state also scores every item directly against one learned
 vector per item. Codes are shared: among the ~20 items under a prefix nothing in the code logits
-tells a rarely bought item from its popular siblings (README, "Where in the code the rare targets
-are lost"), while a per-item vector, trained with a softmax over all items as SASRec's is, does.
+tells a rarely bought item from its popular siblings (results/experiment_log.md, "Where in the
+code the rare targets are lost"), while a per-item vector, trained with a softmax over all items
+as SASRec's is, does.
 Rankings then add the two log-probabilities (model/evaluation.py). With ``item_input`` the encoder
 reads the same per-item vectors too: each history item's vector, projected, is added to its code
 tokens' embeddings, so the head's query knows which of the siblings under a prefix were bought

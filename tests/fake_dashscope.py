@@ -101,6 +101,8 @@ class FakeDashScope:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            counted = False  # this request is in fake.in_flight (do_POST until its answer)
+
             def log_message(self, *args: object) -> None:  # keep test output clean
                 pass
 
