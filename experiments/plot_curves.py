@@ -22,7 +22,7 @@ from pathlib import Path
 from config import split_argv
 from model.report import epoch_records, record_seconds
 
-Curve = list[tuple[int, float]]
+Curve = list[tuple[float, float]]
 
 
 def recommender_curve(run_dir: Path, minutes: bool = False) -> tuple[Curve, Curve, float]:
@@ -61,6 +61,8 @@ def main(argv: list[str]) -> None:
     if x_axis not in ("epochs", "minutes"):
         raise SystemExit(f"plot_curves.py: --x={x_axis}: choose epochs | minutes")
     minutes = x_axis == "minutes"
+    if "budget_minutes" in args and not minutes:
+        raise SystemExit("plot_curves.py: --budget_minutes needs --x=minutes")
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(12, 4.2))
     for run in runs:
         losses, valid, ft = recommender_curve(run, minutes)
@@ -71,8 +73,6 @@ def main(argv: list[str]) -> None:
     if "sasrec" in args:
         sasrec = json.loads(Path(args["sasrec"]).read_text())
         ax_val.axhline(sasrec["valid"]["ndcg@10"], color="k", linestyle="--", label="SASRec")
-    if "budget_minutes" in args and not minutes:
-        raise SystemExit("plot_curves.py: --budget_minutes needs --x=minutes")
     if "budget_minutes" in args:
         budget = float(args["budget_minutes"])
         ax_val.axvline(budget, color="tab:red", alpha=0.5, label=f"{budget:g} min budget")
