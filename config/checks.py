@@ -67,6 +67,7 @@ MINIMUM: dict[str, float] = {
     "max_eval_users": 0,
     "time_budget_s": 0,
     "item_loss_weight": 0,
+    "item_negatives": 0,
     "item_candidates": 0,
 }
 
@@ -143,6 +144,9 @@ def problems(cfg: dict) -> list[str]:
     found, item_input = _lookup(cfg, "item_input")
     if found and item_input and not _lookup(cfg, "item_head")[1]:
         out.append("--item_input=true: reads the item head's table; set --item_head=true")
+    found, negatives = _lookup(cfg, "item_negatives")
+    if found and negatives and not _lookup(cfg, "item_head")[1]:
+        out.append(f"--item_negatives={negatives}: part of the item head; set --item_head=true")
     found, query_last = _lookup(cfg, "item_query_last")
     if found and query_last and not _lookup(cfg, "item_head")[1]:
         out.append("--item_query_last=true: part of the item head; set --item_head=true")

@@ -21,6 +21,7 @@ tokens' embeddings, so the head's query knows which of the siblings under a pref
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
@@ -28,6 +29,7 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from data.batches import Batch
 from model.fusion import build_fusion
+from model.losses import negative_proposal, sampled_softmax_loss
 from model.rqvae import mlp
 
 # item_table values whose table starts from the tokenizer's input vectors (the trainer copies them)
@@ -42,7 +44,13 @@ class ItemHead(nn.Module):
     on a handful of gradient steps (README, "Item head")."""
 
     def __init__(
-        self, d_model: int, num_items: int, dim: int, frozen: bool = False, last: bool = False
+        self,
+        d_model: int,
+        num_items: int,
+        dim: int,
+        frozen: bool = False,
+        last: bool = False,
+        negatives: int = 0,
     ):
         super().__init__()
         self.query = nn.Linear(d_model, dim)
@@ -58,23 +66,46 @@ class ItemHead(nn.Module):
             weight = self.table.weight.data
             del self.table.weight
             self.table.register_buffer("weight", weight)
+        # ``negatives`` > 0: training scores each row against its target and this many shared
+        # sampled items instead of all of them (``sampled_loss``); the draw's probabilities over
+        # ids 1..n come from the train counts (``set_proposal``), uniform until then
+        self.negatives = negatives
+        self.register_buffer(  # not saved: the trainer sets it, and checkpoints stay as they were
+            "proposal", torch.full((num_items - 1,), 1.0 / (num_items - 1)), persistent=False
+        )
 
     def init_from(self, vectors: torch.Tensor) -> None:
         """Start the table from ``vectors [num_items, dim]`` (row 0: padding)."""
         with torch.no_grad():
             self.table.weight.copy_(vectors)
 
-    def forward(self, state: torch.Tensor, last_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def set_proposal(self, counts: np.ndarray) -> None:
+        """The negatives' draw from the train purchase counts of ids 1..n (``[n]``)."""
+        self.proposal.copy_(negative_proposal(counts))
+
+    def item_query(self, state: torch.Tensor, last_ids: torch.Tensor | None) -> torch.Tensor:
         """``state [B, d_model]``; ``last_ids [B]``: each row's most recent item (with ``last``)."""
         query = self.query(state)
         if self.last is not None:
             if last_ids is None:
                 raise ValueError("item_query_last is on: the item head needs the last item ids")
             query = query + self.last(self.table(last_ids))
+        return query
+
+    def forward(self, state: torch.Tensor, last_ids: torch.Tensor | None = None) -> torch.Tensor:
         # a plain dot product, as SASRec's: scaled by dim ** -0.5 (as the code logits are), the
         # logits stayed so small that the item loss was still 7.3 (uniform: 8.4) after 13 epochs
-        logits = query @ self.table.weight.t()
+        logits = self.item_query(state, last_ids) @ self.table.weight.t()
         return logits.index_fill(-1, logits.new_zeros(1, dtype=torch.long), float("-inf"))
+
+    def sampled_loss(
+        self, state: torch.Tensor, last_ids: torch.Tensor | None, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """The sampled-softmax cross-entropy of ``targets [B]`` (``negatives`` shared draws)."""
+        query = self.item_query(state, last_ids)
+        return sampled_softmax_loss(
+            query, self.table.weight, targets, self.negatives, self.proposal
+        )
 
 
 class GenerativeRecommender(nn.Module):
@@ -110,7 +141,9 @@ class GenerativeRecommender(nn.Module):
                 raise ValueError(f"item_head needs the item count (+ padding), got {num_items}")
             dim = semantic_dim if cfg.item_table in SEMANTIC_TABLES else cfg.d_model
             frozen = cfg.item_table == "semantic_frozen"
-            self.item_head = ItemHead(cfg.d_model, num_items, dim, frozen, cfg.item_query_last)
+            self.item_head = ItemHead(
+                cfg.d_model, num_items, dim, frozen, cfg.item_query_last, cfg.item_negatives
+            )
         elif cfg.item_query_last:
             raise ValueError("item_query_last belongs to the item head: set item_head too")
         self.item_input = None
@@ -213,7 +246,8 @@ class GenerativeRecommender(nn.Module):
 
     def forward(self, batch: Batch, with_items: bool = True) -> dict[str, torch.Tensor]:
         """Teacher-forced pass: code logits ``[B, depth, K]``, the alignment heads' outputs and,
-        with ``item_head`` and ``with_items``, item logits ``[B, num_items]``. A tokenizer step
+        with ``item_head`` and ``with_items``, item logits ``[B, num_items]`` (training with
+        ``item_negatives``: the item head's sampled-softmax loss ``item_loss``). A tokenizer step
         reads only the alignment heads (``with_items=False``): on a large catalogue the item
         logits would be most of its cost."""
         memory, memory_mask, pooled = self.encode(batch)
@@ -230,15 +264,23 @@ class GenerativeRecommender(nn.Module):
             "pref_semantic": self.psa_head(states[:, 0]),
         }
         if self.item_head is not None and with_items:
-            out["item_logits"] = self.item_logits(states[:, 0], batch)
+            if self.training and self.item_head.negatives:
+                out["item_loss"] = self.item_head.sampled_loss(
+                    states[:, 0], self.last_item_ids(batch), batch.target_ids
+                )
+            else:
+                out["item_logits"] = self.item_logits(states[:, 0], batch)
         return out
+
+    def last_item_ids(self, batch: Batch) -> torch.Tensor | None:
+        """Each row's most recent item id ``[B]`` when the item head's query reads it."""
+        if self.item_head.last is None:
+            return None
+        if batch.history_ids is None:
+            raise ValueError("item_query_last is on: the batch needs history_ids")
+        last = (batch.history_mask.sum(1) - 1).clamp(min=0)  # histories are left-aligned
+        return batch.history_ids.gather(1, last[:, None])[:, 0]
 
     def item_logits(self, first: torch.Tensor, batch: Batch) -> torch.Tensor:
         """The item head's logits ``[B, num_items]`` from the decoder's first state."""
-        last_ids = None
-        if self.item_head.last is not None:
-            if batch.history_ids is None:
-                raise ValueError("item_query_last is on: the batch needs history_ids")
-            last = (batch.history_mask.sum(1) - 1).clamp(min=0)  # histories are left-aligned
-            last_ids = batch.history_ids.gather(1, last[:, None])[:, 0]
-        return self.item_head(first, last_ids)
+        return self.item_head(first, self.last_item_ids(batch))

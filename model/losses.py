@@ -1,9 +1,11 @@
 """ETEGRec's four losses: code cross-entropy, VQ, SIA (symmetric KL) and PSA (symmetric InfoNCE),
 and how each alternating step weighs them (``recommender_objective``, ``tokenizer_objective``:
-the trainer and bench/bench_model.py both train with these)."""
+the trainer and bench/bench_model.py both train with these); and the sampled softmax over items
+that SASRec and the generator's item head share on large catalogues."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -11,6 +13,36 @@ import torch.nn.functional as F
 def code_loss(logits: torch.Tensor, target_codes: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of every code level of the target item: ``[B, depth, K]`` vs ``[B, depth]``."""
     return F.cross_entropy(logits.flatten(0, 1), target_codes.flatten())
+
+
+def negative_proposal(counts: np.ndarray) -> torch.Tensor:
+    """Probabilities of drawing item ids 1..n as negatives, from their train counts ``[n]``: half
+    uniform, half item frequency. Frequent items are the hard negatives that a uniform draw
+    misses, and the uniform half keeps rare items from never being drawn."""
+    counts = np.asarray(counts, dtype=np.float64)
+    n = len(counts)
+    return torch.from_numpy(0.5 / n + 0.5 * counts / max(counts.sum(), 1.0)).float()
+
+
+def sampled_softmax_loss(
+    hidden: torch.Tensor,
+    table: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: int,
+    proposal: torch.Tensor,
+) -> torch.Tensor:
+    """Cross-entropy of ``hidden [N, dim]`` scored against ``table [n + 1, dim]`` (row 0 padding),
+    over each target id (1..n) and ``negatives`` ids drawn from ``proposal`` and shared by the
+    batch, in place of a softmax over all n items (N x n dot products per step, most of a step on
+    a large catalogue). Scores are corrected by -log q (Jean et al., 2015), so that often-drawn
+    popular items are not over-counted; a draw that hits a row's target is masked out."""
+    log_q = proposal.log()
+    neg = torch.multinomial(proposal, negatives, replacement=True) + 1
+    pos_logit = (hidden * table[targets]).sum(-1) - log_q[targets - 1]
+    neg_logit = hidden @ table[neg].T - log_q[neg - 1]
+    neg_logit = neg_logit.masked_fill(neg == targets[:, None], -torch.inf)
+    # -log softmax of the target among [target, negatives], without materialising the concat
+    return (torch.logaddexp(pos_logit, neg_logit.logsumexp(1)) - pos_logit).mean()
 
 
 def sia_loss(seq_logits: list[torch.Tensor], item_logits: list[torch.Tensor]) -> torch.Tensor:
@@ -68,6 +100,9 @@ def recommender_objective(
     losses = {"code": l_code, "sia": l_sia, "psa": l_psa}
     if "item_logits" in out:  # item head: softmax over all items, in every stage
         losses["item"] = F.cross_entropy(out["item_logits"], target_ids)
+    elif "item_loss" in out:  # the item head's sampled softmax (``item_negatives``)
+        losses["item"] = out["item_loss"]
+    if "item" in losses:
         loss = loss + cfg.item_loss_weight * losses["item"]
     return {"loss": loss, **losses}
 

@@ -27,6 +27,7 @@ from data.device import native_bf16, resolve_device
 from data.jsonl import write_json
 from data.splits import load_emb_map, load_split
 from model.checkpoint import atomic_save
+from model.losses import negative_proposal, sampled_softmax_loss
 from model.metrics import rank_of_target, ranking_metrics
 
 TOPK = [5, 10]
@@ -123,9 +124,8 @@ class SASRec(nn.Module):
 
         ``negatives`` = 0: softmax over every item. Otherwise a sampled softmax over the target
         and ``negatives`` items drawn from ``proposal`` (probabilities of ids 1..n), shared by the
-        batch: the full softmax costs N x n_items dot products per step and dominates training on
-        a large catalogue. Scores are corrected by -log q (Jean et al., 2015) so that often-drawn
-        popular items are not over-counted; a draw that hits the target is masked out.
+        batch (``model.losses.sampled_softmax_loss``): the full softmax dominates training on a
+        large catalogue.
         ``label_smoothing`` (full softmax only) spreads that share of the target over all items.
         """
         if kind == "bce":
@@ -140,13 +140,7 @@ class SASRec(nn.Module):
             )
         if label_smoothing:
             raise ValueError("sasrec_label_smoothing needs the full softmax (sasrec_negatives: 0)")
-        log_q = proposal.log()
-        neg = torch.multinomial(proposal, negatives, replacement=True) + 1
-        pos_logit = (hidden * self.item_emb(targets)).sum(-1) - log_q[targets - 1]
-        neg_logit = hidden @ self.item_emb(neg).T - log_q[neg - 1]
-        neg_logit = neg_logit.masked_fill(neg == targets[:, None], -torch.inf)
-        # -log softmax of the target among [target, negatives], without materialising the concat
-        return (torch.logaddexp(pos_logit, neg_logit.logsumexp(1)) - pos_logit).mean()
+        return sampled_softmax_loss(hidden, self.item_emb.weight, targets, negatives, proposal)
 
     def last_scores(self, seq: torch.Tensor) -> torch.Tensor:
         """Next-item scores after the most recent item of each left-padded sequence."""
@@ -225,13 +219,6 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     order = np.lexsort((rng.random(len(lengths)), lengths))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     return [batches[j] for j in rng.permutation(len(batches))]
-
-
-def negative_proposal(train: np.ndarray, n_items: int) -> torch.Tensor:
-    """Half uniform, half item frequency: frequent items are the hard negatives that a uniform
-    draw misses, and the uniform half keeps rare items from never being drawn."""
-    counts = np.bincount(train.ravel(), minlength=n_items + 1)[1:].astype(np.float64)
-    return torch.from_numpy(0.5 / n_items + 0.5 * counts / counts.sum()).float()
 
 
 def lr_schedule(
@@ -329,7 +316,7 @@ def train_sasrec(
         for s in ("valid", "test")
     )
     dev = resolve_device(device)
-    proposal = negative_proposal(train, n_items).to(dev)
+    proposal = negative_proposal(np.bincount(train.ravel(), minlength=n_items + 1)[1:]).to(dev)
     torch.manual_seed(seed)
     model = SASRec(
         n_items, ecfg.sasrec_dim, ecfg.sasrec_layers, ecfg.sasrec_heads, maxlen, ecfg.sasrec_dropout

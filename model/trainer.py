@@ -42,6 +42,7 @@ from data.fingerprint import check_fingerprint, data_files, fingerprint, record_
 from data.interests.recipe import INTERESTS_SUMMARY, SETTINGS_FILE, read_settings
 from data.jsonl import DataError, write_json
 from data.paths import dataset_dir
+from data.popularity import by_emb_id, train_counts
 from data.splits import SPLITS
 from model.checkpoint import (
     BEST,
@@ -119,6 +120,9 @@ class Trainer:
         self.tokenizer, self.model = build_models(cfg, dim, n_rows)
         if cfg.item_head and cfg.item_table in SEMANTIC_TABLES:
             self.model.item_head.init_from(self.semantic)
+        if cfg.item_head and cfg.item_negatives:
+            counts = by_emb_id(train_counts(folder, cfg.dataset, cfg.interest_fusion), self.emb_map)
+            self.model.item_head.set_proposal(counts[1:])
         self.tokenizer.to(self.device)
         self.model.to(self.device)
         self.semantic_dev = self.semantic.to(self.device)

@@ -258,6 +258,8 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
         ("train", ["--item_score_weight=-1"], "--item_score_weight: must be at least 0"),
         ("train", ["--item_input=true"], "--item_input=true: reads the item head's table"),
         ("train", ["--item_query_last=true"], "--item_query_last=true: part of the item head"),
+        ("train", ["--item_negatives=64"], "--item_negatives=64: part of the item head"),
+        ("train", ["--item_negatives=-1"], "--item_negatives: must be at least 0"),
         ("train", ["--item_weight_grid=[1,-2]"], "--item_weight_grid: a list of weights"),
         ("evaluate", ["--rank_by=best"], "--rank_by: unknown value 'best'"),
         ("evaluate", ["--split=validation"], "--split: unknown value 'validation'"),

@@ -575,3 +575,35 @@ def test_a_run_without_item_head_ranks_only_by_codes() -> None:
     with pytest.raises(ValueError, match="no item head"):
         Ranking.of(cfg, "items")
     assert Ranking.of(tiny_cfg(interest_fusion=False, item_head=True)).by == "both"
+
+
+def test_sampled_item_loss_estimates_the_full_softmax_in_training_only() -> None:
+    """``item_negatives``: a training pass returns the item head's sampled-softmax loss instead of
+    logits over every item, an eval pass (ranking) still scores them all. With -log q the sampled
+    loss estimates the full cross-entropy plus log(k q_target), so it must have read the same
+    query, table, targets and draw probabilities as the full softmax does."""
+    codes = random_codes(30)
+    batch = history_batch(codes)
+    ids = torch.arange(1, 13).view(3, 4)
+    k = 200_000
+    cfg = tiny_cfg(interest_fusion=False, item_head=True, item_query_last=True, item_negatives=k)
+    torch.manual_seed(0)
+    model = GenerativeRecommender(cfg, DEPTH, CODE_SIZE, 16, 31)
+    model.item_head.last.weight.data.normal_()
+    counts = torch.arange(30).numpy() ** 2
+    model.item_head.set_proposal(counts)
+    target_ids = torch.tensor([1, 2, 5])  # rarely drawn: q well below uniform
+    target = Batch(
+        **batch, history_ids=ids, target_codes=codes[target_ids - 1], target_ids=target_ids
+    )
+    train_out = model.train()(target)
+    assert "item_loss" in train_out and "item_logits" not in train_out
+    train_out["item_loss"].backward()
+    assert model.item_head.query.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        full = torch.nn.functional.cross_entropy(model.eval()(target)["item_logits"], target_ids)
+    q = model.item_head.proposal
+    assert torch.isclose(q.sum(), torch.tensor(1.0)) and q[29] > q[1] > q[0] > 0
+    expected = full + (k * q[target_ids - 1]).log().mean()
+    assert abs(train_out["item_loss"].item() - expected.item()) < 0.05
+    assert abs(train_out["item_loss"].item() - full.item() - math.log(k / 30)) > 0.3

@@ -22,6 +22,7 @@ from data.batches import load_split_tensors, make_batch, with_interests
 from data.interest_features import InterestFeatures
 from data.paths import REPO_ROOT, datasets_root
 from data.pipeline import build_dataset
+from data.popularity import by_emb_id, train_counts
 from data.splits import load_emb_map, load_split
 from experiments import code_levels
 from model import Recommender
@@ -520,6 +521,23 @@ def test_a_semantic_item_table_starts_from_the_tokenizer_input(
     assert torch.equal(table, frozen.semantic)
     trained = [p for group in frozen.opt_rec.param_groups for p in group["params"]]
     assert not any(p is table for p in trained)
+
+
+def test_sampled_item_negatives_draw_by_train_purchases_and_train(
+    small_data: Path, tmp_path: Path
+) -> None:
+    """``--item_negatives``: the item head's negatives are drawn half uniformly, half by train
+    purchases (``data/popularity.py``'s counts, ids in the run's emb map), and a recommender epoch
+    trains on the sampled loss."""
+    args = train_args(small_data, tmp_path, "x", "--item_head=true", "--item_negatives=16")
+    trainer = Trainer(load_config("train", args), tmp_path / "x")
+    folder = small_data / "small"
+    counts = by_emb_id(train_counts(folder, "small", processed=True), trainer.emb_map)[1:]
+    q = trainer.model.item_head.proposal
+    expected = 0.5 / len(counts) + 0.5 * counts / counts.sum()
+    assert np.allclose(q.numpy(), expected) and len(set(counts.tolist())) > 1
+    record = trainer.train_epoch(1, "recommender", align=False)
+    assert np.isfinite(record["item"]) and record["item"] > 0
 
 
 def test_time_budget_stops_training_but_still_tests(small_data: Path, tmp_path: Path) -> None:
