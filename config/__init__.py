@@ -32,6 +32,7 @@ ADDED = {
     "interest_dropout": 0.0,
     "item_head": False,
     "item_loss_weight": 1.0,
+    "item_negatives": 0,
     "item_table": "learned",
     "item_input": False,
     "item_query_last": False,

@@ -10,6 +10,7 @@ import pytest
 from config import Config, ConfigError, given_keys, load_config, split_argv
 from config.checks import CHOICES
 from config.route import accepted
+from data.paths import REPO_ROOT
 from model.checkpoint import read_config
 
 
@@ -323,3 +324,15 @@ def test_every_sweep_settings_line_is_a_valid_train_config(monkeypatch: pytest.M
             except ConfigError as err:
                 pytest.fail(f"{settings.name}:{number} ({label}): {err}")
         assert len(labels) == len(set(labels)) > 0, settings.name
+
+
+def test_every_committed_run_config_reads_with_every_train_key() -> None:
+    """A key added to the train config needs its old-run value in ``config.ADDED``: otherwise
+    evaluate.py, the demo and ``--resume`` fail on every run saved before it (results/ holds
+    such runs, from every stage of the project)."""
+    keys = set(load_config("train", []).keys())
+    runs = sorted((REPO_ROOT / "results").rglob("config.yaml"))
+    assert len(runs) > 10
+    for path in runs:
+        missing = keys - set(read_config(path.parent))
+        assert not missing, f"{path}: {sorted(missing)} (add them to config.ADDED)"
