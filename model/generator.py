@@ -12,7 +12,7 @@ With ``item_head`` the decoder's first state also scores every item directly aga
 vector per item. Codes are shared: among the ~20 items under a prefix nothing in the code logits
 tells a rarely bought item from its popular siblings (results/experiment_log.md, "Where in the
 code the rare targets are lost"), while a per-item vector, trained with a softmax over all items
-as SASRec's is, does.
+as SASRec's is (or a sampled one: ``item_negatives``), does.
 Rankings then add the two log-probabilities (model/evaluation.py). With ``item_input`` the encoder
 reads the same per-item vectors too: each history item's vector, projected, is added to its code
 tokens' embeddings, so the head's query knows which of the siblings under a prefix were bought
@@ -70,9 +70,9 @@ class ItemHead(nn.Module):
         # sampled items instead of all of them (``sampled_loss``); the draw's probabilities over
         # ids 1..n come from the train counts (``set_proposal``), uniform until then
         self.negatives = negatives
-        self.register_buffer(  # not saved: the trainer sets it, and checkpoints stay as they were
-            "proposal", torch.full((num_items - 1,), 1.0 / (num_items - 1)), persistent=False
-        )
+        if negatives:  # not saved: the trainer sets it, and checkpoints stay as they were
+            uniform = torch.full((num_items - 1,), 1.0 / (num_items - 1))
+            self.register_buffer("proposal", uniform, persistent=False)
 
     def init_from(self, vectors: torch.Tensor) -> None:
         """Start the table from ``vectors [num_items, dim]`` (row 0: padding)."""

@@ -100,10 +100,11 @@ def recommender_objective(
     losses = {"code": l_code, "sia": l_sia, "psa": l_psa}
     if "item_logits" in out:  # item head: softmax over all items, in every stage
         losses["item"] = F.cross_entropy(out["item_logits"], target_ids)
-    elif "item_loss" in out:  # the item head's sampled softmax (``item_negatives``)
-        losses["item"] = out["item_loss"]
-    if "item" in losses:
         loss = loss + cfg.item_loss_weight * losses["item"]
+    elif "item_loss" in out:  # its sampled softmax (``item_negatives``): logged under its own
+        # name, since it is about the full one + log(K q_target), not comparable with ``item``
+        losses["item_sampled"] = out["item_loss"]
+        loss = loss + cfg.item_loss_weight * losses["item_sampled"]
     return {"loss": loss, **losses}
 
 

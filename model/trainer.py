@@ -10,7 +10,8 @@ run reads (``data.fingerprint``); a resumed run refuses data that differ.
 Joint stage (ETEGRec): with ``cycle`` c, epoch e is a tokenizer epoch when ``e % c == 0`` (tokenizer
 trainable, recommender frozen: id_* weights) and a recommender epoch otherwise (recommender
 trainable, tokenizer frozen: rec_* weights). SIA and PSA join after ``warm_epoch``. Item codes are
-re-derived after each tokenizer epoch. Finetune: tokenizer and codes frozen, code loss only.
+re-derived after each tokenizer epoch. Finetune: tokenizer and codes frozen, code loss only
+(and the item head's, with one).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import DistributedDataParallelKwargs, gather_object
 from torch import nn
 from tqdm import tqdm
 
@@ -93,7 +94,10 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, accelerator: Accelerator | None = None):
         self.cfg = cfg
         self.run_dir = run_dir
-        self.acc = accelerator or Accelerator(cpu=cfg.device == "cpu")
+        # the only buffers (a frozen item table, the negatives' draw) are set identically on
+        # every process and never change: DDP need not broadcast them before every forward
+        ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
+        self.acc = accelerator or Accelerator(cpu=cfg.device == "cpu", kwargs_handlers=[ddp])
         self.device = self.acc.device
         self.main = self.acc.is_main_process
         seed_everything(cfg.seed)
@@ -277,6 +281,10 @@ class Trainer:
                 "torch": torch.get_rng_state(),
                 "numpy": np.random.get_state(),
                 "python": random.getstate(),
+                # on a GPU, dropout and the item head's negatives draw from the device's generator
+                "cuda": torch.cuda.get_rng_state(self.device)
+                if self.device.type == "cuda"
+                else None,
             },
         }
         if self.pretrain is not None:
@@ -312,6 +320,8 @@ class Trainer:
         torch.set_rng_state(ckpt["rng"]["torch"])
         np.random.set_state(ckpt["rng"]["numpy"])
         random.setstate(ckpt["rng"]["python"])
+        if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
         self.state = ckpt["state"]
         self.pretrain_saved = ckpt.get("pretrain")
         if self.state["stage"] != "tokenizer":
@@ -572,6 +582,9 @@ class Trainer:
         batches = bucketed_batches(
             self.splits["train"].lengths, cfg.batch_size, rng, cfg.max_batch_items
         )
+        world = self.acc.num_processes
+        if world > 1:  # a pool's last batch can be a single row: some process would get none
+            batches = [rows for rows in batches if len(rows) >= world]
         tok = mode == "tokenizer"
         hide = cfg.interest_dropout if not tok and self.interests is not None else 0
         set_trainable(self.tokenizer, tok)
