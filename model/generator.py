@@ -226,8 +226,8 @@ class GenerativeRecommender(nn.Module):
         """``log p(codes)`` ``[B, M]`` of ``M`` given items per user (``codes [B, M, depth]``),
         teacher-forced, summed over levels exactly as ``beam_search`` scores its beams.
         ``first``, ``cache``: ``first_step``'s; the cache (cross-attention keys/values included)
-        is copied to the ``M`` candidates, which then feed their remaining codes in one decoder
-        call."""
+        is reordered in place to the ``M`` candidates of each user (the caller's cache is used
+        up), which then feed their remaining codes in one decoder call."""
         b, m, depth = codes.shape
         if m == 0:
             return memory.new_zeros(b, 0)
@@ -238,6 +238,8 @@ class GenerativeRecommender(nn.Module):
         cache.self_attention_cache.reorder_cache(rows)
         cache.cross_attention_cache.reorder_cache(rows)
         tokens = self.tokens(codes)[:, :, :-1].reshape(b * m, depth - 1)
+        # cross-attention keys/values come from the cache: the decoder only needs the memory's
+        # shape, so a zero-copy view stands in for one memory row per candidate (as in beam.py)
         states = self.decode(tokens, memory[:1].expand(b * m, -1, -1), memory_mask[rows], cache)
         for level in range(1, depth):
             logp = torch.log_softmax(self.level_logits(states[:, level - 1], level), -1)
