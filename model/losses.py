@@ -38,7 +38,9 @@ def sampled_softmax_loss(
     popular items are not over-counted; a draw that hits a row's target is masked out."""
     log_q = proposal.log()
     neg = torch.multinomial(proposal, negatives, replacement=True) + 1
-    pos_logit = (hidden * table[targets]).sum(-1) - log_q[targets - 1]
+    # a batched matmul, not a product and sum: under bf16 autocast the target's score then gets
+    # the negatives' (and the full softmax's) precision
+    pos_logit = torch.bmm(hidden[:, None], table[targets][:, :, None])[:, 0, 0] - log_q[targets - 1]
     neg_logit = hidden @ table[neg].T - log_q[neg - 1]
     neg_logit = neg_logit.masked_fill(neg == targets[:, None], -torch.inf)
     # -log softmax of the target among [target, negatives], without materialising the concat
