@@ -591,7 +591,7 @@ class Trainer:
         set_trainable(self.model, not tok)
         self.model.train(not tok)
         self.tokenizer.train(tok)
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
         start, rows_seen = time.perf_counter(), 0
         bar = tqdm(batches, desc=f"{mode} e{epoch}", leave=False, disable=not self.main)
         for rows in bar:
@@ -603,12 +603,16 @@ class Trainer:
                 self.tokenizer_step(batch, align) if tok else self.recommender_step(batch, align)
             )
             rows_seen += len(rows)
+            # summed on the device and read back now and then: reading every loss of every step
+            # would make a GPU wait for each step to finish before queueing the next
             for k, v in losses.items():
-                totals[k] = totals.get(k, 0.0) + float(self.acc.reduce(v.detach(), "mean"))
-            bar.set_postfix(loss=f"{totals['loss'] / (bar.n + 1):.4f}")
-        seconds = time.perf_counter() - start
+                totals[k] = totals.get(k, 0.0) + v.detach()
+            if bar.n % 50 == 0:
+                bar.set_postfix(loss=f"{float(totals['loss']) / (bar.n + 1):.4f}")
         record = {"stage": self.state["stage"], "epoch": epoch, "mode": mode}
-        record.update({k: v / max(len(batches), 1) for k, v in totals.items()})
+        for k, v in totals.items():  # the mean over processes of each one's sum over steps
+            record[k] = float(self.acc.reduce(v, "mean")) / max(len(batches), 1)
+        seconds = time.perf_counter() - start  # after the read-back: the device has finished
         record.update(
             seconds=round(seconds, 2), rows_per_s=round(rows_seen / max(seconds, 1e-9), 1)
         )
