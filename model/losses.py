@@ -64,7 +64,9 @@ def psa_loss(
     preference: torch.Tensor, semantic: torch.Tensor, target_ids: torch.Tensor, temperature: float
 ) -> torch.Tensor:
     """Preference-semantic alignment: symmetric InfoNCE on cosine similarity with in-batch
-    negatives. Rows with the same target are merged first, so a duplicate is never a negative."""
+    negatives. Rows with the same target are merged first, so a duplicate is never a negative.
+    Under DDP the negatives are each process's own rows, so N processes contrast fewer rows than
+    one process with the whole batch (a small term: ``rec_dec_cl_weight``)."""
     unique, inverse = torch.unique(target_ids, return_inverse=True)
     first = torch.full((len(unique),), len(target_ids), device=target_ids.device)
     first = first.scatter_reduce(
