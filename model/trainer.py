@@ -91,13 +91,13 @@ def set_trainable(module: nn.Module, flag: bool) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: Path, accelerator: Accelerator | None = None):
+    def __init__(self, cfg: Config, run_dir: Path):
         self.cfg = cfg
         self.run_dir = run_dir
         # the only buffers (a frozen item table, the negatives' draw) are set identically on
         # every process and never change: DDP need not broadcast them before every forward
         ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
-        self.acc = accelerator or Accelerator(cpu=cfg.device == "cpu", kwargs_handlers=[ddp])
+        self.acc = Accelerator(cpu=cfg.device == "cpu", kwargs_handlers=[ddp])
         self.device = self.acc.device
         self.main = self.acc.is_main_process
         seed_everything(cfg.seed)
