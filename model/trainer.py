@@ -90,6 +90,14 @@ def set_trainable(module: nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
+def process_share(local_rows: int, global_rows: int, world: int) -> float:
+    """The weight of one process's mean loss under DDP. DDP averages the processes' gradients
+    equally, but a batch of n rows split over W processes gives some of them one row more;
+    weighting each mean by W * local / n makes the average the gradient of the batch's mean.
+    Exactly 1 on one process."""
+    return world * local_rows / global_rows
+
+
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path):
         self.cfg = cfg
@@ -599,9 +607,9 @@ class Trainer:
             if hide:  # drawn only when asked, so runs without it keep their random stream
                 hidden = rng.random(len(rows)) < hide
                 self.hide_interests(batch, hidden)
-            losses = (
-                self.tokenizer_step(batch, align) if tok else self.recommender_step(batch, align)
-            )
+            share = process_share(len(batch.target_ids), len(rows), world)
+            step = self.tokenizer_step if tok else self.recommender_step
+            losses = step(batch, align, share)
             rows_seen += len(rows)
             # summed on the device and read back now and then: reading every loss of every step
             # would make a GPU wait for each step to finish before queueing the next
@@ -618,7 +626,7 @@ class Trainer:
         )
         return record
 
-    def recommender_step(self, batch: Batch, align: bool) -> dict[str, torch.Tensor]:
+    def recommender_step(self, batch: Batch, align: bool, share: float) -> dict[str, torch.Tensor]:
         with self.autocast():
             out = self.model_ddp(batch)
         out = {k: v.float() for k, v in out.items()}
@@ -633,10 +641,10 @@ class Trainer:
             self.cfg,
             align,
         )
-        self._step(losses["loss"], self.opt_rec, self.sched_rec, self.model)
+        self._step(losses["loss"] * share, self.opt_rec, self.sched_rec, self.model)
         return losses
 
-    def tokenizer_step(self, batch: Batch, align: bool) -> dict[str, torch.Tensor]:
+    def tokenizer_step(self, batch: Batch, align: bool, share: float) -> dict[str, torch.Tensor]:
         x = self.semantic_dev[batch.target_ids]
         rec = None
         if align:
@@ -644,7 +652,7 @@ class Trainer:
                 rec = {k: v.float() for k, v in self.model(batch, with_items=False).items()}
         out = self.tokenizer_ddp(x, seq_latent=rec["seq_latent"] if rec else None)
         losses = tokenizer_objective(out, rec, batch.target_ids, self.cfg)
-        self._step(losses["loss"], self.opt_id, self.sched_id, self.tokenizer)
+        self._step(losses["loss"] * share, self.opt_id, self.sched_id, self.tokenizer)
         return losses
 
     def autocast(self) -> torch.autocast:

@@ -29,7 +29,7 @@ from model import Recommender
 from model.checkpoint import BEST, CheckpointError
 from model.evaluation import recommend_batch
 from model.metrics import ranking_metrics, read_ranks
-from model.trainer import Trainer
+from model.trainer import Trainer, process_share
 
 N_USERS = 500
 TINY = ["--config=config/tiny.yaml", "--semantic_emb=emb_rand", "--device=cpu", "--seed=7"]
@@ -449,6 +449,27 @@ def test_sigkill_in_every_stage_then_resume_logs_the_uninterrupted_run(
     assert timeless(read_log(run_dir)) == timeless(read_log(finished_run))
     want = json.loads((finished_run / "test_metrics.json").read_text())
     assert json.loads((run_dir / "test_metrics.json").read_text()) == want
+
+
+def test_process_shares_make_ddp_average_the_batch_mean() -> None:
+    """Five rows over two processes (the trainer's rows[i::W] split): DDP's plain average of the
+    two mean-loss gradients is off; weighted by each process's share it is the batch's."""
+    torch.manual_seed(0)
+    x, y, w = torch.randn(5, 3), torch.randn(5), torch.randn(3, requires_grad=True)
+
+    def grad(rows: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+        (((x[rows] @ w - y[rows]) ** 2).mean() * weight).backward()
+        g, w.grad = w.grad.clone(), None
+        return g
+
+    rows, world = torch.arange(5), 2
+    whole = grad(rows)
+    shares = [process_share(len(rows[i::world]), len(rows), world) for i in range(world)]
+    plain = sum(grad(rows[i::world]) for i in range(world)) / world
+    weighted = sum(grad(rows[i::world], s) for i, s in enumerate(shares)) / world
+    assert shares == [1.2, 0.8] and process_share(7, 7, 1) == 1.0
+    assert not torch.allclose(plain, whole, atol=1e-4)
+    torch.testing.assert_close(weighted, whole)
 
 
 def test_two_ddp_processes_match_one(small_data: Path, tmp_path: Path) -> None:
