@@ -57,18 +57,27 @@ class InterestFeatures:
         return [self.index[p] for p in phrases if p in self.index]
 
     def vectors(self, phrases: list[str]) -> torch.Tensor:
-        """``[len(phrases), dim]``: table rows, and phrases the table lacks encoded on the fly."""
+        """``[len(phrases), dim]``: table rows, and phrases the table lacks encoded on the fly
+        (kept in a bounded cache for repeat requests; the answer is built before the cache makes
+        room, so a full cache never evicts a phrase this call still needs)."""
+        fresh: dict[str, torch.Tensor] = {}
         missing = [p for p in dict.fromkeys(phrases) if p not in self.index and p not in self._new]
         if missing:
             from data.text_embedding import interest_vectors
 
             encoded = interest_vectors(missing, self.text_model)
-            for phrase, vec in zip(missing, encoded, strict=True):
-                if len(self._new) >= NEW_PHRASE_CACHE:
-                    self._new.pop(next(iter(self._new)))
-                self._new[phrase] = torch.from_numpy(vec).float()
+            fresh = {p: torch.from_numpy(v).float() for p, v in zip(missing, encoded, strict=True)}
         if not phrases:
             return self.matrix.new_zeros(0, self.dim)
-        return torch.stack(
-            [self.matrix[self.index[p]] if p in self.index else self._new[p] for p in phrases]
-        )
+
+        def vector(p: str) -> torch.Tensor:
+            if p in self.index:
+                return self.matrix[self.index[p]]
+            return fresh[p] if p in fresh else self._new[p]
+
+        out = torch.stack([vector(p) for p in phrases])
+        for phrase, vec in fresh.items():
+            if len(self._new) >= NEW_PHRASE_CACHE:
+                self._new.pop(next(iter(self._new)))
+            self._new[phrase] = vec
+        return out

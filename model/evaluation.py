@@ -113,7 +113,12 @@ def recommend_batch_weights(
     adjust = None if prior is None else item_adjustment(trie, prior)
     if ranking.by == "items":
         logp = item_log_probs(model, first, batch, exclude)
-        scores, items = (logp if adjust is None else logp + adjust).topk(topk, -1)
+        logp = logp if adjust is None else logp + adjust
+        scores, items = logp.topk(min(topk, logp.shape[1]), -1)
+        if scores.shape[1] < topk:  # a catalogue smaller than k: the rest are "no item"
+            short = topk - scores.shape[1]
+            scores = torch.nn.functional.pad(scores, (0, short), value=float("-inf"))
+            items = torch.nn.functional.pad(items, (0, short))
         return [(torch.where(torch.isfinite(scores), items, 0), scores)] * len(weights)
     if ranking.by == "both" and item_codes is None:
         raise ValueError("ranking by both needs item_codes")
@@ -129,7 +134,9 @@ def recommend_batch_weights(
     if ranking.by == "codes":
         return [(items, scores)] * len(weights)
     item_logp = item_log_probs(model, first, batch, exclude)
-    extra = item_logp.topk(min(ranking.item_candidates, item_logp.shape[1]), -1).indices
+    # the item head's own candidates are its best after the same adjustment the ranking applies
+    pick = item_logp if adjust is None else item_logp + adjust
+    extra = pick.topk(min(ranking.item_candidates, pick.shape[1]), -1).indices
     # the beam's scores are its items' code log-probabilities; only the item head's own
     # candidates are decoded again
     extra_codes = item_codes.to(extra.device)[extra]

@@ -493,6 +493,44 @@ def test_item_candidates_reach_items_the_beam_pruned() -> None:
     assert set(narrow[0].tolist()) == set(codes_only[0].tolist())  # no candidates: the beam's
 
 
+def test_with_a_prior_the_item_head_proposes_its_best_adjusted_items() -> None:
+    """Under a popularity prior, the item head's candidates are its top items after the
+    adjustment the ranking applies: a winner that neither the 1-item beam nor the item head's
+    unadjusted top 3 holds, but its adjusted top 3 does, comes first."""
+    codes, model, trie, batch, by_emb_id, code_logp, _ = item_head_setup()
+    model.item_head.table.weight.data[1:] *= 40
+    counts = torch.randint(0, 500, (codes.shape[0],), generator=torch.Generator().manual_seed(5))
+    prior, penalty = trie.popularity_prior(counts, strength=3.0), 3.0 * torch.log(counts + 1.0)
+    with torch.no_grad():
+        first, _ = model.first_step(*model.encode(Batch(**batch))[:2])
+        item_logp = item_log_probs(model, first, Batch(**batch), None)[:, 1:]
+        args = (model, trie, Batch(**batch), 1, 1, None, prior)
+        beam, _ = recommend_batch(*args, Ranking("codes"), by_emb_id)
+        got, _ = recommend_batch(*args, Ranking("both", 1.0, 3), by_emb_id)
+    exact = (code_logp + item_logp - 2 * penalty).argmax(-1)
+    unadjusted, adjusted = item_logp.topk(3, -1).indices, (item_logp - penalty).topk(3, -1).indices
+    # users whose winner only the adjusted candidates hold: not the beam's, not the plain top 3
+    only_adjusted = [
+        u
+        for u, e in enumerate(exact.tolist())
+        if e + 1 != beam[u, 0] and e not in unadjusted[u] and e in adjusted[u]
+    ]
+    assert only_adjusted
+    for u in only_adjusted:
+        assert got[u, 0] == exact[u] + 1
+
+
+def test_ranking_by_items_pads_a_catalogue_smaller_than_k() -> None:
+    codes, model, trie, batch, _, _, item_logp = item_head_setup(n_items=30)
+    with torch.no_grad():
+        items, scores = recommend_batch(
+            model, trie, Batch(**batch), 5, 40, ranking=Ranking("items")
+        )
+    assert items.shape == scores.shape == (3, 40)
+    assert torch.equal(items[:, :30], item_logp[:, 1:].topk(30, -1).indices + 1)
+    assert items[:, 30:].eq(0).all() and scores[:, 30:].eq(float("-inf")).all()
+
+
 def test_item_input_tells_the_encoder_which_items_share_the_codes() -> None:
     """With ``item_input`` the encoder reads the history's item ids, not only their codes: the
     same codes under other ids encode differently. Without it the ids are never read."""
