@@ -94,7 +94,7 @@ def main(argv: list[str]) -> None:
     try:
         ranking = Ranking.of(rec.config, by, weight)
     except ValueError as err:
-        raise ConfigError(f"--rank_by={cfg.rank_by}: {run_dir}: {err}") from None
+        raise ConfigError(f"{run_dir}: {err}") from None
     if grid and ranking.by != "both":
         raise ConfigError(f"--item_weight_grid: {run_dir} ranks by {ranking.by}, without weights")
     start = time.perf_counter()

@@ -28,6 +28,7 @@ class RecommenderLike(Protocol):
     dataset: str
     data_folder: Path
     max_history: int
+    max_interests: int
     uses_interests: bool
     item_tokens: list[str]
 
@@ -92,7 +93,7 @@ class Ranker:
             popular = [(t, float(c)) for t, c in self.catalogue.popular[:k]]
             return Ranking(popular, "popular", [], [], exclude)
         recent = history[-self.recommender.max_history :]
-        used = list(interests) if self.uses_interests and interests else []
+        used = list(interests)[: self.recommender.max_interests] if self.uses_interests else []
         items = self.recommender.recommend(
             recent, used or None, k=k, exclude=history if exclude else ()
         )

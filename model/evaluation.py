@@ -41,7 +41,12 @@ class Ranking:
         """A run's ranking from its config (``by``, ``item_score_weight``: overrides)."""
         if not cfg.item_head:
             if by not in (None, "codes"):
-                raise ValueError(f"rank_by={by}: the run has no item head (item_head=false)")
+                raise ValueError(f"--rank_by={by}: the run has no item head (item_head=false)")
+            if item_score_weight is not None:
+                raise ValueError(
+                    f"--item_score_weight={item_score_weight}: the run has no item head "
+                    "(item_head=false), so it ranks by codes alone"
+                )
             return cls()
         weight = cfg.item_score_weight if item_score_weight is None else item_score_weight
         return cls(by or cfg.rank_by, weight, cfg.item_candidates)

@@ -45,8 +45,10 @@ class Recommender:
         item_codes: torch.Tensor,
         emb_map: dict[str, int],
         features: InterestFeatures | None = None,
+        data_folder: Path | None = None,
     ):
         self.run_dir = run_dir
+        self.data_folder = data_folder or dataset_dir(cfg.data_dir, cfg.dataset)
         self.features = features  # the run's phrase table and text model (with interest fusion)
         self.config = cfg
         self.model = model.eval()
@@ -70,15 +72,11 @@ class Recommender:
             if cfg.interest_fusion
             else None
         )
-        return cls(run_dir, cfg, model, item_codes, emb_map, features)
+        return cls(run_dir, cfg, model, item_codes, emb_map, features, folder)
 
     @property
     def dataset(self) -> str:
         return self.config.dataset
-
-    @property
-    def data_folder(self) -> Path:
-        return dataset_dir(self.config.data_dir, self.config.dataset)
 
     def split_tensors(self, folder: Path, split: str) -> SplitTensors:
         """A split of the run's dataset in ``folder`` as the model reads it (history length,
@@ -96,6 +94,11 @@ class Recommender:
     @property
     def max_history(self) -> int:
         return self.config.max_history
+
+    @property
+    def max_interests(self) -> int:
+        """How many of the given interests the model reads (the first ones)."""
+        return self.config.max_interests
 
     @property
     def uses_interests(self) -> bool:
@@ -135,12 +138,13 @@ class Recommender:
         batch = Batch(
             self.item_codes[ids], ids > 0, history_ids=ids, **self._interest_inputs(interests)
         )
-        skip = torch.tensor([sorted({self.emb_map[t] for t in exclude}) or [0]])
+        device = next(self.model.parameters()).device  # wherever the caller put the model
+        skip = torch.tensor([sorted({self.emb_map[t] for t in exclude}) or [0]], device=device)
         beams = max(num_beams or self.config.num_beams, k)
         items, scores = recommend_batch(
             self.model,
-            self.trie,
-            batch,
+            self.trie.to(device),
+            batch.to(device),
             beams,
             k,
             skip,

@@ -175,6 +175,21 @@ def test_long_history_keeps_the_most_recent_items(
     assert [i["id"] for i in body["items"]] == [t for t, _ in expected(rec, history, None, 10)]
 
 
+def test_interests_used_are_the_ones_the_model_read(
+    client: TestClient, tiny: tuple[Any, dict]
+) -> None:
+    rec, _ = tiny
+    interests = [f"interest {i}" for i in range(rec.max_interests + 3)]
+    history = sample_histories(rec, 1)[0]
+    r = client.post("/api/recommend", json={"history": history, "interests": interests})
+    assert r.status_code == 200
+    assert rec.uses_interests  # the sample run fuses interests
+    read = interests[: rec.max_interests]
+    assert r.json()["interests_used"] == read
+    want = expected(rec, history, read, 10)
+    assert [i["id"] for i in r.json()["items"]] == [t for t, _ in want]
+
+
 def _train_popularity(rec: Any) -> Counter[str]:
     """Purchases in the train part of each sequence, rebuilt user by user from the train rows."""
     by_user: dict[str, list[dict]] = {}

@@ -153,7 +153,9 @@ def test_run_folder_holds_everything(finished_run: Path) -> None:
     assert 0.0 <= skipped["recall@1"] <= skipped["recall@5"] <= skipped["recall@10"] <= 1.0
 
 
-def test_recommender_loads_the_run_and_uses_interests(finished_run: Path, small_data: Path) -> None:
+def test_recommender_loads_the_run_and_uses_interests(
+    finished_run: Path, small_data: Path, tmp_path: Path
+) -> None:
     rec = Recommender.load(finished_run)
     assert rec.uses_interests and rec.dataset == "small"
     history = load_split(small_data / "small", "small", "test")[0]["inter_history"]
@@ -166,6 +168,9 @@ def test_recommender_loads_the_run_and_uses_interests(finished_run: Path, small_
     assert [s for _, s in a] != [s for _, s in b]
     with pytest.raises(KeyError, match="unknown item"):
         rec.recommend(["no-such-item"], None)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(small_data / "small", elsewhere / "small")
+    assert Recommender.load(finished_run, elsewhere).data_folder == elsewhere / "small"
 
 
 def test_evaluate_cli_matches_training_test_metrics(
@@ -382,6 +387,10 @@ def test_an_item_head_run_learns_its_items_and_ranks_each_way(
         run_script(["evaluate.py", f"--ckpt={finished_run}", "--rank_by=items", *args])
     )
     assert "--rank_by=items" in line and "no item head" in line
+    line = one_line_error(
+        run_script(["evaluate.py", f"--ckpt={finished_run}", "--item_score_weight=2", *args])
+    )
+    assert "--item_score_weight=2" in line and "no item head" in line
 
 
 def test_corrupt_checkpoints_are_one_line_errors(finished_run: Path, tmp_path: Path) -> None:
