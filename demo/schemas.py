@@ -62,7 +62,8 @@ class RecommendRequest(BaseModel):
         default=None,
         max_length=MAX_INTERESTS,
         description="Interest phrases (not blank; surrounding spaces are dropped); null or [] "
-        "for none. Ignored by a model without interests.",
+        "for none. The model reads the first few (interests_used); a model without interests "
+        "ignores them.",
     )
     k: StrictInt = Field(default=10, ge=1, le=MAX_K, description="How many items to return.")
     exclude_history: StrictBool = Field(
@@ -75,7 +76,10 @@ class RecommendRequest(BaseModel):
 class ScoredItem(BaseModel):
     id: str
     title: str
-    score: float = Field(description="Model score (log-probability), or purchase count if popular.")
+    score: float = Field(
+        description="Model score, higher first (the codes' log-probability; a run with an item "
+        "head ranking by both adds the item head's, weighted), or purchase count if popular."
+    )
 
 
 class RecommendResponse(BaseModel):
