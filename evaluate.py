@@ -78,10 +78,10 @@ def main(argv: list[str]) -> None:
     check_fingerprint(run_dir, folder, fingerprint(files))
     rec = Recommender.load(run_dir, folder.parent)
     device = resolve_device(cfg.device)
-    rec.model.to(device)
+    rec.to(device)
     data = rec.split_tensors(folder, cfg.split)
     data = with_interests(data, cfg.eval_interests, seed=saved["seed"])
-    trie = rec.trie.to(device)
+    trie = rec.trie
     prior = None
     if cfg.popularity_adjust:
         counts = by_emb_id(train_counts(folder, name, interests), rec.emb_map)[1:]  # trie: id - 1

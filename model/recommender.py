@@ -54,6 +54,7 @@ class Recommender:
         self.model = model.eval()
         self.item_codes = item_codes
         self.trie = PrefixTrie(item_codes[1:], cfg.code_size)
+        self.device = torch.device("cpu")
         self.emb_map = emb_map
         self.id_to_token = {i: t for t, i in emb_map.items()}
         self.item_tokens = [t for t in emb_map if t != PAD]
@@ -73,6 +74,13 @@ class Recommender:
             else None
         )
         return cls(run_dir, cfg, model, item_codes, emb_map, features, folder)
+
+    def to(self, device: torch.device) -> Recommender:
+        """Move the model and its trie together (``recommend`` builds its inputs there)."""
+        self.model.to(device)
+        self.trie.to(device)
+        self.device = torch.device(device)
+        return self
 
     @property
     def dataset(self) -> str:
@@ -138,13 +146,12 @@ class Recommender:
         batch = Batch(
             self.item_codes[ids], ids > 0, history_ids=ids, **self._interest_inputs(interests)
         )
-        device = next(self.model.parameters()).device  # wherever the caller put the model
-        skip = torch.tensor([sorted({self.emb_map[t] for t in exclude}) or [0]], device=device)
+        skip = torch.tensor([sorted({self.emb_map[t] for t in exclude}) or [0]], device=self.device)
         beams = max(num_beams or self.config.num_beams, k)
         items, scores = recommend_batch(
             self.model,
-            self.trie.to(device),
-            batch.to(device),
+            self.trie,
+            batch.to(self.device),
             beams,
             k,
             skip,
