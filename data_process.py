@@ -1,4 +1,4 @@
-"""Raw benchmark files -> ETEGRec splits, interest-annotated JSONL and item embeddings.
+r"""Raw benchmark files -> ETEGRec splits, interest-annotated JSONL and item embeddings.
 
     python data_process.py --source=amazon23|lcrec --dataset=NAME --raw_dir=DIR --out_dir=DIR \
         --interests.backend=none|keywords|local|dashscope --interests.stride=K \

@@ -1,4 +1,4 @@
-"""Train ETEGRec (+ interest fusion): tokenizer pretraining, joint training, finetune, test.
+r"""Train ETEGRec (+ interest fusion): tokenizer pretraining, joint training, finetune, test.
 
     python train.py --dataset=NAME [--data_dir=DIR] [--out_dir=DIR] [--config=FILE] \
         [--resume=RUN_DIR] [--stage=tokenizer|joint|finetune|all] [--interest_fusion=true|false] \

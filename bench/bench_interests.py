@@ -1,4 +1,4 @@
-"""Time interest extraction: keywords on every row of a dataset, the local LLM on a small sample
+r"""Time interest extraction: keywords on every row of a dataset, the local LLM on a small sample
 of each recipe's prompts (history: one per history window; items: one per item).
 
     .venv/bin/python bench/bench_interests.py [--dataset=scientific18] [--sample 8] [--no-local] \

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -23,6 +24,7 @@ from config.checks import problems
 
 CONFIG_DIR = Path(__file__).resolve().parent
 SCRIPTS = ("data_process", "train", "evaluate", "demo")
+HELP_FLAGS = ("--help", "-h")
 # Keys that have a new name: the old one is refused with the new name, never silently ignored.
 RENAMED = {"max_his_len": "max_history"}
 # Keys added after runs were saved without them, with the value that reproduces those runs.
@@ -129,7 +131,10 @@ def _set_dotted(cfg: dict, dotted: str, raw: str) -> None:
 
 
 def split_argv(argv: list[str]) -> dict[str, str]:
-    """``['--a=1', '--flag', '--b', '2']`` -> ``{'a': '1', 'flag': 'true', 'b': '2'}``."""
+    """``['--a=1', '--flag', '--b', '2']`` -> ``{'a': '1', 'flag': 'true', 'b': '2'}``.
+    ``--help`` (or ``-h``) anywhere prints the running script's help instead and exits."""
+    if any(arg in HELP_FLAGS for arg in argv):
+        exit_with_help()
     out: dict[str, str] = {}
     i = 0
     while i < len(argv):
@@ -199,12 +204,29 @@ def load_config(
     return Config.wrap(cfg)
 
 
-def _dotted_keys(tree: dict, prefix: str = "") -> list[str]:
+def _dotted_items(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """``{'a': {'b': 1}}`` -> ``[('a.b', 1)]``: the keys as the command line names them."""
     out = []
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        out += _dotted_keys(value, f"{name}.") if isinstance(value, dict) else [name]
+        out += _dotted_items(value, f"{name}.") if isinstance(value, dict) else [(name, value)]
     return out
+
+
+def exit_with_help() -> NoReturn:
+    """``--help``: the running script's docstring and, for the four main scripts, every key it
+    reads with its default, so that a user finds a key's name without opening the YAML."""
+    main = sys.modules["__main__"]
+    print((main.__doc__ or "").strip())
+    script = Path(getattr(main, "__file__", None) or "").stem
+    script = "demo" if script == "app" else script  # demo/app.py reads the demo section
+    if script in SCRIPTS:
+        default = CONFIG_DIR / "default.yaml"
+        print(f"\nEvery key, as --key=value, with its default from {default}")
+        print("(config/<dataset>.yaml, then --config=FILE, may set other values first):")
+        for key, value in _dotted_items(_view(_read_yaml(default), script)):
+            print(f"  --{key}={value if isinstance(value, str) else json.dumps(value)}")
+    sys.exit(0)
 
 
 def given_keys(script: str, argv: list[str]) -> dict[str, Any]:
@@ -213,7 +235,7 @@ def given_keys(script: str, argv: list[str]) -> dict[str, Any]:
     args = split_argv(argv)
     keys = [k for k in args if k != "config"]
     if "config" in args:
-        keys += _dotted_keys(_view(_read_yaml(Path(args["config"])), script))
+        keys += [key for key, _ in _dotted_items(_view(_read_yaml(Path(args["config"])), script))]
     cfg = load_config(script, argv, validate=False)
     out = {}
     for key in keys:

@@ -1,4 +1,4 @@
-"""Where one model wins and another loses: test NDCG@10 and Recall@10 per group of rows.
+r"""Where one model wins and another loses: test NDCG@10 and Recall@10 per group of rows.
 
     python experiments/breakdown.py --data=data/scientific18 --name=scientific18 \
         --models="etegrec=runs/base/cpu-long-s*/eval_test_ranks.json;\

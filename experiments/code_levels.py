@@ -1,4 +1,4 @@
-"""Where a trained run loses a target, level by level of its code, per target-popularity group.
+r"""Where a trained run loses a target, level by level of its code, per target-popularity group.
 
     python experiments/code_levels.py --ckpt=runs/base/cpu-long-s1 [--data_dir=data/] \
         --out=results/code_levels/cpu-long-s1

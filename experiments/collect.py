@@ -309,6 +309,8 @@ def main(argv: list[str]) -> None:
     args = split_argv(argv)
     runs, out = Path(args.get("runs", "runs/exp")), Path(args.get("out", "results"))
     baseline = args.get("baseline", "etegrec")
+    if not runs.is_dir():
+        sys.exit(f"error: --runs={runs}: no such folder (run folders named <variant>-s<seed>)")
     summary = summarise(load_runs(runs), baseline)
     if not summary:
         sys.exit(f"error: no finished runs named <variant>-s<seed> under {runs}")

@@ -1,4 +1,4 @@
-"""A control dataset: one folder's interests, kept only on the rows where another has interests.
+r"""A control dataset: one folder's interests, kept only on the rows where another has interests.
 
     python experiments/match_coverage.py --source=data/exp18-keywords-stride8/scientific18 \
         --like=data/exp18-local-stride8/scientific18 --name=scientific18 \

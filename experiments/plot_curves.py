@@ -1,4 +1,4 @@
-"""Learning curves of several runs in one figure: training code loss and valid NDCG@10 per
+r"""Learning curves of several runs in one figure: training code loss and valid NDCG@10 per
 recommender epoch (joint recommender epochs, then finetune epochs), with SASRec's valid NDCG@10 as
 a line, so a reader sees at a glance whether a run had levelled off when it stopped.
 

@@ -1,4 +1,4 @@
-"""Train the SASRec baseline once more with another seed and keep only its metrics.
+r"""Train the SASRec baseline once more with another seed and keep only its metrics.
 
     python experiments/sasrec_seed.py --folder=DATA/scientific18 --name=scientific18 --seed=1 \
         --out=runs/exp18/sasrec-s1.json [--ranks_out=runs/exp18/sasrec-s1.ranks.json]

@@ -1,4 +1,4 @@
-"""How many directions an item table uses: the share of its (centred) variance in its top k.
+r"""How many directions an item table uses: the share of its (centred) variance in its top k.
 
     python experiments/table_spectrum.py --table=data/scientific18/scientific18_emb_256.npy \
         [--dims=16,32,64,96,128,192] [--out=results/table_spectrum_scientific18.json]

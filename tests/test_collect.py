@@ -154,3 +154,9 @@ def test_item_head_runs_count_at_their_valid_chosen_weight(tmp_path: Path) -> No
     copied = {p.name for p in (tmp_path / "out" / "t" / "old-s1").iterdir()}
     assert {"eval_valid_w4_metrics.json", "eval_test_interests-none_w4_metrics.json"} <= copied
     assert "item_weights.json" in {p.name for p in (tmp_path / "out" / "t" / "new-s1").iterdir()}
+
+
+def test_a_missing_runs_folder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"--runs=.*nowhere: no such folder"):
+        collect.main([f"--runs={tmp_path / 'nowhere'}", f"--out={tmp_path / 'out'}"])
+    assert not (tmp_path / "out").exists()

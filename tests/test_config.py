@@ -336,3 +336,39 @@ def test_every_committed_run_config_reads_with_every_train_key() -> None:
     for path in runs:
         missing = keys - set(read_config(path.parent))
         assert not missing, f"{path}: {sorted(missing)} (add them to config.ADDED)"
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_the_docstring_and_every_key_with_its_default(flag: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "train.py", "--epochs=3", flag],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Train ETEGRec")
+    assert "--dataset=NAME [--data_dir=DIR]" in done.stdout  # the docstring's own lines, as written
+    defaults = load_config("train", ["--dataset=none"], validate=False)
+    assert f"  --lr_rec={defaults.lr_rec}\n" in done.stdout
+    assert "  --interests.stride=" not in done.stdout  # data_process's key, not train's
+
+
+def test_help_on_a_script_without_config_keys_prints_its_docstring() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "experiments/collect.py", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Collect experiment run folders")
+    assert "Every key" not in done.stdout
