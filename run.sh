@@ -9,9 +9,13 @@
 #   bash run.sh scientific18 --epochs=20 --interests.backend=local   extra keys pass through
 #
 # Each extra --key=value goes to every script that knows the key (python -m config.route); a key
-# no script knows is an error.
+# no script knows is an error. `bash run.sh --help` prints this; `python train.py --help` (or
+# data_process.py's) lists every key with its default.
 set -euo pipefail
 cd "$(dirname "$0")"
+for arg in "$@"; do
+  if [[ $arg == --help || $arg == -h ]]; then sed -n '2,/^set /p' run.sh | sed '$d; s/^# \{0,1\}//'; exit 0; fi
+done
 bash setup.sh
 PY=.venv/bin/python
 # idle OpenMP threads sleep instead of spinning: on 2 shared cores spinning wastes CPU

@@ -372,3 +372,18 @@ def test_help_on_a_script_without_config_keys_prints_its_docstring() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Collect experiment run folders")
     assert "Every key" not in done.stdout
+
+
+def test_run_sh_help_prints_its_usage() -> None:
+    import subprocess
+
+    done = subprocess.run(
+        ["bash", "run.sh", "scientific", "--epochs=3", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("The whole pipeline")
+    assert "bash run.sh scientific " in done.stdout and "set -e" not in done.stdout
