@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -338,52 +340,30 @@ def test_every_committed_run_config_reads_with_every_train_key() -> None:
         assert not missing, f"{path}: {sorted(missing)} (add them to config.ADDED)"
 
 
+def help_output(*command: str) -> str:
+    """What ``command --help`` (run from the repository root) prints; it must exit 0."""
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_prints_the_docstring_and_every_key_with_its_default(flag: str) -> None:
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "train.py", "--epochs=3", flag],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("Train ETEGRec")
-    assert "--dataset=NAME [--data_dir=DIR]" in done.stdout  # the docstring's own lines, as written
+    out = help_output(sys.executable, "train.py", "--epochs=3", flag)
+    assert out.startswith("Train ETEGRec")
+    assert "--dataset=NAME [--data_dir=DIR]" in out  # the docstring's own lines, as written
     defaults = load_config("train", ["--dataset=none"], validate=False)
-    assert f"  --lr_rec={defaults.lr_rec}\n" in done.stdout
-    assert "  --interests.stride=" not in done.stdout  # data_process's key, not train's
+    assert f"  --lr_rec={defaults.lr_rec}\n" in out
+    assert "  --interests.stride=" not in out  # data_process's key, not train's
 
 
 def test_help_on_a_script_without_config_keys_prints_its_docstring() -> None:
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "experiments/collect.py", "--help"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("Collect experiment run folders")
-    assert "Every key" not in done.stdout
+    out = help_output(sys.executable, "experiments/collect.py", "--help")
+    assert out.startswith("Collect experiment run folders")
+    assert "Every key" not in out
 
 
 def test_run_sh_help_prints_its_usage() -> None:
-    import subprocess
-
-    done = subprocess.run(
-        ["bash", "run.sh", "scientific", "--epochs=3", "--help"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("The whole pipeline")
-    assert "bash run.sh scientific " in done.stdout and "set -e" not in done.stdout
+    out = help_output("bash", "run.sh", "scientific", "--epochs=3", "--help")
+    assert out.startswith("The whole pipeline")
+    assert "bash run.sh scientific " in out and "set -e" not in out
