@@ -81,11 +81,10 @@ def main(argv: list[str]) -> None:
     rec.to(device)
     data = rec.split_tensors(folder, cfg.split)
     data = with_interests(data, cfg.eval_interests, seed=saved["seed"])
-    trie = rec.trie
     prior = None
     if cfg.popularity_adjust:
         counts = by_emb_id(train_counts(folder, name, interests), rec.emb_map)[1:]  # trie: id - 1
-        prior = trie.popularity_prior(torch.from_numpy(counts), cfg.popularity_adjust)
+        prior = rec.trie.popularity_prior(torch.from_numpy(counts), cfg.popularity_adjust)
     by = None if cfg.rank_by == "run" else cfg.rank_by
     weight = None if cfg.item_score_weight < 0 else cfg.item_score_weight
     grid = [float(w) for w in cfg.item_weight_grid]
@@ -100,7 +99,7 @@ def main(argv: list[str]) -> None:
     start = time.perf_counter()
     rows, ranks = rank_split_weights(
         rec.model,
-        trie,
+        rec.trie,
         data,
         rec.item_codes,
         rec.features,

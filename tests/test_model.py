@@ -503,6 +503,7 @@ def test_with_a_prior_the_item_head_proposes_its_best_adjusted_items() -> None:
     with torch.no_grad():
         first, _ = model.first_step(*model.encode(Batch(**batch))[:2])
         item_logp = item_log_probs(model, first, Batch(**batch), None)[:, 1:]
+    unadjusted = item_logp.topk(3, -1).indices  # the head's plain top 3: no prior in it
     checked = 0
     for seed in range(12):
         counts = torch.randint(
@@ -518,7 +519,6 @@ def test_with_a_prior_the_item_head_proposes_its_best_adjusted_items() -> None:
                 beam, _ = recommend_batch(*args, Ranking("codes"), by_emb_id)
                 got, _ = recommend_batch(*args, Ranking("both", 1.0, 3), by_emb_id)
             exact = (code_logp + item_logp - 2 * penalty).argmax(-1)
-            unadjusted = item_logp.topk(3, -1).indices
             adjusted = (item_logp - penalty).topk(3, -1).indices
             for u, e in enumerate(exact.tolist()):
                 if e + 1 != beam[u, 0] and e not in unadjusted[u] and e in adjusted[u]:
