@@ -84,11 +84,21 @@ def train_args(data_dir: Path, out_dir: Path, name: str, *extra: str) -> list[st
 
 
 def run_script(args: list[str], *, timeout: int = 600, launcher: list[str] | None = None):
+    """Run a script to its end. One that runs past ``timeout`` is killed with its whole process
+    group: the workers of a DDP launcher would otherwise outlive the test and hold the cores."""
     cmd = (launcher or [sys.executable]) + args
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    pipe = subprocess.PIPE
+    with subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stdout=pipe, stderr=pipe, text=True, start_new_session=True
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def messages(proc: subprocess.CompletedProcess) -> str:
