@@ -259,7 +259,7 @@ def test_sigkill_then_rerun_repeats_no_finished_prompt(
     assert len(finished) >= 8
     before = len(srv.requests)
 
-    subprocess.run(args, cwd=REPO_ROOT, check=True)
+    subprocess.run(args, cwd=REPO_ROOT, check=True, timeout=300)
     result = json.loads(out.read_text())
     rerun = [prompt_key("dashscope", "qwen-plus", p) for p in srv.prompts()[before:]]
     assert not finished & set(rerun)  # zero repeated calls for finished prompts

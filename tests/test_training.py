@@ -4,12 +4,14 @@ metrics log, the data fingerprint, one-line errors, and two DDP processes (gloo)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -83,22 +85,44 @@ def train_args(data_dir: Path, out_dir: Path, name: str, *extra: str) -> list[st
     ]
 
 
-def run_script(args: list[str], *, timeout: int = 600, launcher: list[str] | None = None):
-    """Run a script to its end. One that runs past ``timeout`` is killed with its whole process
-    group: the workers of a DDP launcher would otherwise outlive the test and hold the cores."""
-    cmd = (launcher or [sys.executable]) + args
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    pipe = subprocess.PIPE
-    with subprocess.Popen(
-        cmd, cwd=REPO_ROOT, env=env, stdout=pipe, stderr=pipe, text=True, start_new_session=True
-    ) as proc:
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid``, found through /proc: torchrun starts each worker in a
+    session of its own, so killing the launcher's process group would miss them."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            out, err = proc.communicate(timeout=timeout)
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we read
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+def run_script(args: list[str], *, timeout: int = 600, launcher: list[str] | None = None):
+    """Run a script to its end. One that runs past ``timeout`` is killed with every process it
+    started, and its output goes to files rather than pipes: a DDP worker left holding a pipe
+    would otherwise keep the test waiting for ever (a CI run hung this way)."""
+    cmd = (launcher or [sys.executable]) + args
+    # gloo on the loopback interface: DDP tests never leave the machine, whatever its hostname
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=err, text=True)
+        try:
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            for pid in [*descendants(proc.pid), proc.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.wait()
             raise
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
 
 
 def messages(proc: subprocess.CompletedProcess) -> str:
@@ -509,8 +533,8 @@ def test_two_ddp_processes_match_one(small_data: Path, tmp_path: Path) -> None:
             sys.executable,
             "-m",
             "torch.distributed.run",
+            "--standalone",  # a free port: a fixed one taken on a shared host would hang
             "--nproc_per_node=2",
-            "--master_port=29517",
         ],
     )
     assert two.returncode == 0, messages(two)
