@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,13 @@ def descendants(pid: int) -> list[int]:
         found += below
         todo += below
     return found
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a DDP test's rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run_script(args: list[str], *, timeout: int = 600, launcher: list[str] | None = None):
@@ -533,8 +541,9 @@ def test_two_ddp_processes_match_one(small_data: Path, tmp_path: Path) -> None:
             sys.executable,
             "-m",
             "torch.distributed.run",
-            "--standalone",  # a free port: a fixed one taken on a shared host would hang
             "--nproc_per_node=2",
+            "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}",  # a fixed port taken on a shared host would hang
         ],
     )
     assert two.returncode == 0, messages(two)
