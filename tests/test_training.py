@@ -122,15 +122,20 @@ def run_script(args: list[str], *, timeout: int = 600, launcher: list[str] | Non
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=err, text=True)
         try:
             proc.wait(timeout=timeout)
+            timed_out = False
         except subprocess.TimeoutExpired:
             for pid in [*descendants(proc.pid), proc.pid]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             proc.wait()
-            raise
+            timed_out = True
         out.seek(0)
         err.seek(0)
-        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
+        done = subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
+    if timed_out:
+        said = messages(done)
+        raise AssertionError(f"{' '.join(cmd)} ran past {timeout} s and was killed:\n{said}")
+    return done
 
 
 def messages(proc: subprocess.CompletedProcess) -> str:
