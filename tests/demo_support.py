@@ -78,6 +78,7 @@ class SlowExtractor:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

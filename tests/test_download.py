@@ -12,13 +12,13 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from demo_support import free_port
 
 from config import load_config
 from data import download
@@ -297,10 +297,7 @@ def test_part_longer_than_the_file_is_discarded(server: ServerState, tmp_path: P
 
 
 def test_offline_error_names_the_url(tmp_path: Path) -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
     with pytest.raises(DownloadError, match="cannot connect") as err:
         download_amazon23(base, tmp_path / "raw", CATEGORY)
     assert f"{base}/{BENCH}/{CATEGORY}.valid.csv" in str(err.value)

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from demo_support import free_port
 
 from config import load_config
 from data.batches import load_split_tensors, make_batch, with_interests
@@ -103,13 +103,6 @@ def descendants(pid: int) -> list[int]:
         found += below
         todo += below
     return found
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now, for a DDP test's rendezvous."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ScriptTimeout(AssertionError):
