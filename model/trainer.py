@@ -165,6 +165,9 @@ class Trainer:
         self.sched_id = cosine_schedule(self.opt_id, cfg.warmup_steps, n_tok * steps)
         self.clock = time.perf_counter()  # this invocation's start, for ``time_budget_s``
         self.budget_spent = False
+        # decided before DDP starts (every process waits there for the others) and before the
+        # main process writes last.pt: a process that looked later could resume a run just begun
+        self.resuming = (run_dir / "last.pt").exists()
         # only the modules are prepared (DDP when distributed); optimisers stay plain torch ones
         self.model_ddp, self.tokenizer_ddp = self.acc.prepare(self.model, self.tokenizer)
 
@@ -368,7 +371,7 @@ class Trainer:
         }
 
     def run(self, stop_after: str = "test") -> dict:
-        if (self.run_dir / "last.pt").exists():
+        if self.resuming:
             self.load_last()
             if self.main:
                 print(
