@@ -64,8 +64,8 @@ def main(argv: list[str]) -> None:
         # Nothing is left to write, so a DDP worker exits without tearing anything down. Freeing
         # the DDP model frees gloo's process group, whose destructor joins gloo's worker threads
         # while holding the GIL; a worker still releasing the last gather's tensors needs the
-        # GIL to do so, and both wait for ever (seen with gdb: one rank in ~ProcessGroupGloo ->
-        # thread::join, the other thread in ~AsyncAllgatherWork -> take_gil; about 1 run in 6).
+        # GIL to do so, and both wait for ever (gdb: the main thread in ~ProcessGroupGloo ->
+        # thread::join, a gloo thread in ~AsyncAllgatherWork -> take_gil; 3 runs in 20 hung).
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
